@@ -1,0 +1,3 @@
+from tokenmix.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Family ops: pure functions on head-split tensors `(B, H, L, K)`; no parameters."""
