@@ -45,6 +45,12 @@ class Mixer(nn.Module):
     def extra_repr(self) -> str:
         return f"dim={self.dim}, impl={self.impl!r}, causal={self.causal}"
 
+    def _positive_int(self, option: str, value: object) -> int:
+        """Check an integer option at construction, so a bad value fails here and not inside an op."""
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise self._fail(f"{option} must be a positive integer, got {value!r}")
+        return value
+
     def _fail(self, message: str) -> MixerInputError:
         return MixerInputError(f"{self.spec.name}: {message}")
 
@@ -142,7 +148,18 @@ class SequenceMixer(Mixer):
 
 
 class GridMixer(Mixer):
-    """`forward(x)` with `x: (B, D, *spatial)`, channels first; `spec.spatial_dims` lists the supported ranks."""
+    """`forward(x)` with `x: (B, D, *spatial)`, channels first. `spec.spatial_dims` lists the ranks the class
+    supports; an instance serves one of them (`spatial_dims`, default the first that is 2, else the first)."""
+
+    def __init__(self, dim: int, *, impl: str = "auto", causal: bool | None = None,
+                 spatial_dims: int | None = None) -> None:
+        super().__init__(dim, impl=impl, causal=causal)
+        supported = self.spec.spatial_dims
+        if spatial_dims is None:
+            spatial_dims = 2 if 2 in supported else supported[0]
+        if spatial_dims not in supported:
+            raise self._fail(f"spatial_dims must be one of {supported}, got {spatial_dims!r}")
+        self.spatial_dims = spatial_dims
 
     def _mix(self, x: Tensor) -> Tensor:
         raise NotImplementedError
@@ -153,10 +170,9 @@ class GridMixer(Mixer):
 
     def _check_grid(self, x: Tensor) -> None:
         self._check_dtype(x)
-        spatial = x.ndim - 2
-        if spatial not in self.spec.spatial_dims:
-            shapes = " or ".join(f"(batch, {self.dim}{', size' * d})" for d in self.spec.spatial_dims)
-            raise self._fail(f"expected input of shape {shapes}, got {tuple(x.shape)}")
+        if x.ndim - 2 != self.spatial_dims:
+            expected = f"(batch, {self.dim}{', size' * self.spatial_dims})"
+            raise self._fail(f"expected input of shape {expected}, got {tuple(x.shape)}")
         if x.shape[1] != self.dim:
             raise self._fail(f"expected {self.dim} channels in dimension 1 (channels first), got shape {tuple(x.shape)}")
         if any(size == 0 for size in x.shape[2:]):

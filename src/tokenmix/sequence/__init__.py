@@ -1,0 +1,3 @@
+"""Sequence mixers `(B, L, D) -> (B, L, D)`; importing this package registers them."""
+
+from tokenmix.sequence import attention, linear_attention  # noqa: F401
