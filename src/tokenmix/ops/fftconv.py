@@ -1,0 +1,148 @@
+"""Long convolution: the family op of every long-convolution mixer (Hyena, H3, SGConv, CKConv, FlexConv, S4D).
+
+Layout: channels before length, as in `torch.nn.functional.conv1d` — `x: (..., D, L)` and a kernel `(..., K)`
+whose leading dimensions broadcast against x's (typically `(D, K)`: one filter per channel, shared over the batch).
+
+    causal:    y_t = Σ_{j=0}^{min(t, K-1)} k_j x_{t-j}                 (t = 0..L-1; taps beyond L never reach)
+    circular:  y_t = Σ_{j=0}^{K-1}         k_j x_{(t-j) mod L}         (K ≤ L)
+
+`history` (causal only) is the input that came before `x`, `(..., D, P)`: the outputs are then those of the
+causal convolution of `[history, x]` at x's positions, so a stream can be continued exactly (the cached-input
+step of a long-conv mixer). The kernel must then cover `P + L` taps to see the whole past.
+
+Forms (`impl`):
+* `reference`: the Toeplitz (circulant) matrix `T[t, s] = k_{t-s}` applied to x — the equation, O(L²) memory;
+* `direct`: a depthwise `conv1d` with the flipped kernel, O(L·K): the fast form for short kernels, and for a
+  few new tokens after a long history (only the requested outputs are computed);
+* `fft`: real FFTs. Causal convolution zero-pads to `n ≥ (P + L) + K - 1` (≤ 2L - 1 for a kernel as long as the
+  input): a shorter transform would wrap the tail of the convolution — the future — into the first outputs.
+  The kernel's spectrum is computed once per call and broadcast over the batch.
+* `auto`: `direct` for kernels of at most `DIRECT_MAX_KERNEL` taps or at most `DIRECT_MAX_NEW` new tokens after
+  a history, `fft` otherwise.
+
+Inputs in bf16/fp16 are computed in float32 and returned in their own dtype.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from tokenmix.errors import MixerInputError
+from tokenmix.ops._checks import check_impl, compute_dtype
+
+IMPLS = ("reference", "direct", "fft")
+DIRECT_MAX_KERNEL = 32  # below this, the O(L·K) direct convolution beats two FFTs on CPU
+DIRECT_MAX_NEW = 4      # a few new tokens after a history: O(new·P) direct taps beat an FFT of P + new
+
+
+def fft_conv(x: Tensor, kernel: Tensor, *, causal: bool = True, history: Tensor | None = None,
+             impl: str = "auto") -> Tensor:
+    """Convolve `x: (..., D, L)` with `kernel: (..., K)` along the last dimension; returns `(..., D, L)` in
+    x's dtype (leading dimensions broadcast). See the module docstring for the operator and the forms."""
+    op = "fft_conv"
+    check_impl(op, impl, ("auto", *IMPLS))
+    _check_inputs(op, x, kernel, history, causal)
+    dtype = compute_dtype(x, kernel) if history is None else compute_dtype(x, kernel, history)
+    out_dtype = x.dtype
+    length = x.shape[-1]
+    past = 0 if history is None else history.shape[-1]
+    full = x.to(dtype) if history is None else torch.cat([history.to(dtype), x.to(dtype)], dim=-1)
+    kernel = kernel.to(dtype)
+    if causal:
+        kernel = kernel[..., :past + length]  # taps past the sequence's extent never reach an output
+    if impl == "auto":
+        short = kernel.shape[-1] <= DIRECT_MAX_KERNEL or (past > 0 and length <= DIRECT_MAX_NEW)
+        impl = "direct" if short else "fft"
+    if impl == "reference":
+        y = _reference(full, kernel, past, causal)
+    elif impl == "direct":
+        y = _direct(full, kernel, past, causal)
+    else:
+        size = fast_size(full.shape[-1] + kernel.shape[-1] - 1) if causal else length
+        y = _fft(full, kernel, size)[..., past:past + length]
+    return y.to(out_dtype)
+
+
+def _check_inputs(op: str, x: Tensor, kernel: Tensor, history: Tensor | None, causal: bool) -> None:
+    for name, t in (("x", x), ("kernel", kernel), ("history", history)):
+        if t is not None and not (isinstance(t, Tensor) and t.is_floating_point()):
+            raise MixerInputError(f"{op}: {name} must be a floating-point tensor, got "
+                                  f"{t.dtype if isinstance(t, Tensor) else type(t).__name__}")
+    if x.ndim < 2 or x.shape[-1] == 0:
+        raise MixerInputError(f"{op}: x must have shape (..., channels, length) with length ≥ 1, "
+                              f"got {tuple(x.shape)}")
+    if kernel.ndim < 1 or kernel.shape[-1] == 0:
+        raise MixerInputError(f"{op}: kernel must have shape (..., taps) with at least one tap, "
+                              f"got {tuple(kernel.shape)}")
+    try:
+        torch.broadcast_shapes(x.shape[:-1], kernel.shape[:-1])
+    except RuntimeError:
+        raise MixerInputError(f"{op}: kernel {tuple(kernel.shape)} does not broadcast against x "
+                              f"{tuple(x.shape)} (all but the last dimension)") from None
+    if not causal:
+        if history is not None:
+            raise MixerInputError(f"{op}: a history continues a causal convolution; causal=False is circular")
+        if kernel.shape[-1] > x.shape[-1]:
+            raise MixerInputError(f"{op}: a circular convolution needs kernel taps ≤ length, got "
+                                  f"{kernel.shape[-1]} taps for length {x.shape[-1]}")
+    if history is not None and history.shape[:-1] != x.shape[:-1]:
+        raise MixerInputError(f"{op}: history {tuple(history.shape)} must match x {tuple(x.shape)} "
+                              "in all but the last dimension")
+
+
+@functools.lru_cache(maxsize=256)
+def fast_size(n: int) -> int:
+    """The smallest 5-smooth integer ≥ n (2^a 3^b 5^c: sizes the FFT libraries transform fastest)."""
+    best = 1 << max(n - 1, 0).bit_length()
+    power5 = 1
+    while power5 < best:
+        power35 = power5
+        while power35 < best:
+            candidate = power35
+            while candidate < n:
+                candidate *= 2
+            best = min(best, candidate)
+            power35 *= 3
+        power5 *= 5
+    return best
+
+
+def _fft(full: Tensor, kernel: Tensor, size: int) -> Tensor:
+    """Convolution modulo `size` (circular over `size` points, x and kernel zero-padded to it)."""
+    spectrum = torch.fft.rfft(kernel, n=size)  # once per call, broadcast over the batch
+    return torch.fft.irfft(torch.fft.rfft(full, n=size) * spectrum, n=size)
+
+
+def _reference(full: Tensor, kernel: Tensor, past: int, causal: bool) -> Tensor:
+    total, taps = full.shape[-1], kernel.shape[-1]
+    t = torch.arange(past, total, device=full.device)[:, None]
+    s = torch.arange(total, device=full.device)[None, :]
+    lag = t - s if causal else (t - s) % total
+    padded = F.pad(kernel, (0, total - taps))
+    toeplitz = padded[..., lag.clamp(min=0)] * ((lag >= 0) & (lag < taps))  # T[t, s] = k_{t-s}
+    return (toeplitz @ full.unsqueeze(-1)).squeeze(-1)
+
+
+def _direct(full: Tensor, kernel: Tensor, past: int, causal: bool) -> Tensor:
+    taps = kernel.shape[-1]
+    if causal:  # the L + K - 1 inputs the requested outputs read, zeros before the start
+        start = past - (taps - 1)
+        segment = full[..., max(start, 0):]
+        segment = F.pad(segment, (max(-start, 0), 0))
+    else:
+        segment = torch.cat([full[..., full.shape[-1] - (taps - 1):], full], dim=-1) if taps > 1 else full
+    lead = torch.broadcast_shapes(segment.shape[:-1], kernel.shape[:-1])
+    weight = kernel.flip(-1)
+    if kernel.ndim <= 2:  # one filter per channel shared over the leading dims: a grouped conv1d
+        channels = lead[-1]
+        inputs = segment.expand(*lead, segment.shape[-1]).reshape(-1, channels, segment.shape[-1])
+        weight = weight.expand(channels, taps).unsqueeze(1)
+    else:  # a filter per (leading index, channel): one group per row
+        inputs = segment.expand(*lead, segment.shape[-1]).reshape(1, -1, segment.shape[-1])
+        weight = weight.expand(*lead, taps).reshape(-1, 1, taps)
+    y = F.conv1d(inputs, weight, groups=weight.shape[0])
+    return y.reshape(*lead, y.shape[-1])
