@@ -1,3 +1,4 @@
 """Sequence mixers `(B, L, D) -> (B, L, D)`; importing this package registers them."""
 
 from tokenmix.sequence import attention, linear_attention  # noqa: F401
+from tokenmix.sequence import long_convolution  # noqa: F401
