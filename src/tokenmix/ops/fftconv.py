@@ -12,7 +12,7 @@ step of a long-conv mixer). The kernel must then cover `P + L` taps to see the w
 
 Forms (`impl`):
 * `reference`: the Toeplitz (circulant) matrix `T[t, s] = k_{t-s}` applied to x — the equation, O(L²) memory;
-* `direct`: a depthwise `conv1d` with the flipped kernel, O(L·K): the fast form for short kernels, and for a
+* `direct`: the sum over taps, O(L·K) (shifted copies for a few taps, strided windows for more): the fast form for short kernels, and for a
   few new tokens after a long history (only the requested outputs are computed);
 * `fft`: real FFTs. Causal convolution zero-pads to `n ≥ (P + L) + K - 1` (≤ 2L - 1 for a kernel as long as the
   input): a shorter transform would wrap the tail of the convolution — the future — into the first outputs.
@@ -37,6 +37,7 @@ from tokenmix.ops._checks import check_impl, compute_dtype
 IMPLS = ("reference", "direct", "fft")
 DIRECT_MAX_KERNEL = 32  # below this, the O(L·K) direct convolution beats two FFTs on CPU
 DIRECT_MAX_NEW = 4      # a few new tokens after a history: O(new·P) direct taps beat an FFT of P + new
+SHIFT_ADD_MAX_TAPS = 16  # the direct form sums shifted copies up to this many taps, else multiplies windows
 
 
 def fft_conv(x: Tensor, kernel: Tensor, *, causal: bool = True, history: Tensor | None = None,
@@ -128,21 +129,18 @@ def _reference(full: Tensor, kernel: Tensor, past: int, causal: bool) -> Tensor:
 
 
 def _direct(full: Tensor, kernel: Tensor, past: int, causal: bool) -> Tensor:
-    taps = kernel.shape[-1]
+    taps, length = kernel.shape[-1], full.shape[-1] - past
     if causal:  # the L + K - 1 inputs the requested outputs read, zeros before the start
         start = past - (taps - 1)
-        segment = full[..., max(start, 0):]
-        segment = F.pad(segment, (max(-start, 0), 0))
+        segment = F.pad(full[..., max(start, 0):], (max(-start, 0), 0))
     else:
         segment = torch.cat([full[..., full.shape[-1] - (taps - 1):], full], dim=-1) if taps > 1 else full
-    lead = torch.broadcast_shapes(segment.shape[:-1], kernel.shape[:-1])
-    weight = kernel.flip(-1)
-    if kernel.ndim <= 2:  # one filter per channel shared over the leading dims: a grouped conv1d
-        channels = lead[-1]
-        inputs = segment.expand(*lead, segment.shape[-1]).reshape(-1, channels, segment.shape[-1])
-        weight = weight.expand(channels, taps).unsqueeze(1)
-    else:  # a filter per (leading index, channel): one group per row
-        inputs = segment.expand(*lead, segment.shape[-1]).reshape(1, -1, segment.shape[-1])
-        weight = weight.expand(*lead, taps).reshape(-1, 1, taps)
-    y = F.conv1d(inputs, weight, groups=weight.shape[0])
-    return y.reshape(*lead, y.shape[-1])
+    # Output i reads segment[i + K - 1 - j] with tap j. Elementwise passes rather than conv1d: exact, no
+    # im2col copy, and free of conv1d's per-call threading cost on small inputs (large in float64 on CPU).
+    if taps <= SHIFT_ADD_MAX_TAPS:
+        y = kernel[..., :1] * segment[..., taps - 1:taps - 1 + length]
+        for j in range(1, taps):
+            y = y + kernel[..., j:j + 1] * segment[..., taps - 1 - j:taps - 1 - j + length]
+        return y
+    windows = segment.unfold(-1, taps, 1)                    # (..., L, K), a view
+    return (windows * kernel.flip(-1).unsqueeze(-2)).sum(-1)
