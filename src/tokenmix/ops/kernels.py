@@ -29,6 +29,26 @@ def _positions(length: int, reference: int, like: Tensor) -> Tensor:
     return (torch.arange(length, device=like.device, dtype=like.dtype) / reference)[:, None]
 
 
+_HALF = (torch.float16, torch.bfloat16)
+
+
+class KernelGenerator(nn.Module):
+    """Base of the generators: its parameters keep their full precision when the model is cast to fp16/bf16.
+
+    A generated kernel is a smooth function of a few parameters amplified by high frequencies (SIREN's ω0 = 30,
+    Gabor frequencies): rounding those parameters to 8 bits would change the kernel by O(1). The kernel is made in
+    float32 and the convolution takes half-precision inputs in float32, so nothing else changes."""
+
+    def _apply(self, fn, recurse=True):
+        before = {name: t.data for name, t in (*self.named_parameters(), *self.named_buffers())}
+        result = super()._apply(fn, recurse)
+        for name, t in (*self.named_parameters(), *self.named_buffers()):
+            original = before.get(name)
+            if t.dtype in _HALF and original is not None and original.dtype not in _HALF:
+                t.data = original.to(device=t.device)
+        return result
+
+
 class Sine(nn.Module):
     """sin(ω x): the periodic activation of SIREN / Hyena filters."""
 
@@ -40,7 +60,7 @@ class Sine(nn.Module):
         return torch.sin(self.frequency * x)
 
 
-class HyenaFilter(nn.Module):
+class HyenaFilter(KernelGenerator):
     """Hyena's implicit filter, one per channel:
 
         h_t = FFN(z_t) · (exp(-α_c τ_t) + shift),   z_t = [τ_t, cos(2πkτ_t), sin(2πkτ_t)]_{k=1..K},  τ_t = t / L
@@ -77,7 +97,7 @@ class HyenaFilter(nn.Module):
         return (h * window).transpose(0, 1)
 
 
-class ModalKernel(nn.Module):
+class ModalKernel(KernelGenerator):
     """S4D: a diagonal state space x' = A x + B u, y = C x per channel, N/2 complex modes in conjugate pairs.
 
     Zero-order hold with step Δ: Ā = exp(ΔA), B̄ = (exp(ΔA) - 1)/A · B. The convolution kernel is
@@ -113,7 +133,7 @@ class ModalKernel(nn.Module):
         return 2 * torch.einsum("cn,cnt->ct", c_b, vandermonde).real
 
 
-class MultiscaleKernel(nn.Module):
+class MultiscaleKernel(KernelGenerator):
     """SGConv: k = concat_{i=0}^{S-1} α^i · Upsample_{2^max(i-1,0)}(w_i), w_i ∈ R^{channels × d}, then normalized
     by its norm (the paper's kernel normalization). S = ⌈log2(kernel_length / d)⌉ + 1 sub-kernels make a kernel
     of d·2^(S-1) ≥ kernel_length taps. Upsampling is linear interpolation. Defaults: d = 32, α = 1/2."""
@@ -141,7 +161,7 @@ class MultiscaleKernel(nn.Module):
         return k[..., :length] if k.shape[-1] >= length else F.pad(k, (0, length - k.shape[-1]))
 
 
-class SirenKernel(nn.Module):
+class SirenKernel(KernelGenerator):
     """CKConv: the kernel is a continuous function of the relative position, ψ(τ) = MLP_ψ(τ) with sine
     activations (SIREN): Linear(1, W) → sin(ω0·) → (depth - 1) × [Linear(W, W) → sin(ω0·)] → Linear(W, channels),
     τ_t = t / kernel_length. SIREN initialization: first layer U(-1, 1), later U(±√(6/W)/ω0). Defaults
@@ -167,7 +187,7 @@ class SirenKernel(nn.Module):
         return self.net(tau).transpose(0, 1)
 
 
-class MagnetKernel(nn.Module):
+class MagnetKernel(KernelGenerator):
     """FlexConv: K(τ) = MAGNet(τ) · G(τ; σ), with learnable kernel size through the Gaussian mask
     G(τ) = exp(-τ² / (2σ²)) centered on the current position (causal, τ_t = t / kernel_length ≥ 0).
 
