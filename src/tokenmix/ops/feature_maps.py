@@ -1,7 +1,14 @@
-"""Feature maps φ applied to q and k before a linear-attention op (elementwise, shape-preserving)."""
+"""Feature maps φ applied to q and k before a linear-attention op.
+
+Elementwise maps keep the shape; `taylor` and `cosformer` widen the last dimension (the kernel they realize is
+`φ(q)ᵀφ(k)`, written next to each).
+"""
 
 from __future__ import annotations
 
+import math
+
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -11,4 +18,49 @@ def elu_plus_one(x: Tensor) -> Tensor:
     return F.elu(x) + 1.0
 
 
-FEATURE_MAPS = {"elu_plus_one": elu_plus_one}
+def relu(x: Tensor) -> Tensor:
+    """φ(x) = max(x, 0), the non-negative map of cosFormer (arXiv:2202.08791)."""
+    return F.relu(x)
+
+
+def cosformer(x: Tensor, positions: Tensor, period: float) -> Tensor:
+    """cosFormer's re-weighted features, "cosFormer: Rethinking Softmax in Attention", Qin et al. 2022,
+    arXiv:2202.08791: with θ_i = π i / (2M) (`period` = M),
+
+        φ(x_i) = [ReLU(x_i) cos θ_i, ReLU(x_i) sin θ_i],   so   φ(q_i)ᵀφ(k_j) = ReLU(q_i)ᵀReLU(k_j) cos(θ_i - θ_j).
+
+    `x: (..., L, K)`, `positions: (L,)` or `(B, 1, L)` broadcasting against `x[..., 0]`; returns `(..., L, 2K)`."""
+    theta = (math.pi / (2.0 * period)) * positions.to(x.dtype)
+    features = F.relu(x)
+    return torch.cat([features * theta.cos().unsqueeze(-1), features * theta.sin().unsqueeze(-1)], dim=-1)
+
+
+def taylor(x: Tensor) -> Tensor:
+    """Second-order Taylor features of exp, Based ("Simple linear attention language models balance the
+    recall-throughput tradeoff", Arora et al. 2024, arXiv:2402.18668):
+
+        φ(x) = [1, x / d^¼, vec(x xᵀ) / (√2 · √d)],   φ(q)ᵀφ(k) = 1 + qᵀk/√d + (qᵀk)² / (2d) ≈ exp(qᵀk/√d).
+
+    `(..., d) -> (..., 1 + d + d²)`."""
+    d = x.shape[-1]
+    x = x * d ** -0.25
+    second = (x.unsqueeze(-1) * x.unsqueeze(-2)).flatten(-2) * 0.5 ** 0.5
+    return torch.cat([torch.ones_like(x[..., :1]), x, second], dim=-1)
+
+
+def focused(x: Tensor, power: float = 3.0, eps: float = 1e-6) -> Tensor:
+    """FLatten's focused map, "FLatten Transformer: Vision Transformer using Focused Linear Attention", Han et al.
+    2023, arXiv:2308.00442:  f_p(x) = ‖ReLU(x)‖ / ‖ReLU(x)^p‖ · ReLU(x)^p  (elementwise power p): the norm is kept
+    and the direction sharpened towards the largest components."""
+    r = F.relu(x)
+    powered = r ** power
+    return powered * (r.norm(dim=-1, keepdim=True) / (powered.norm(dim=-1, keepdim=True) + eps))
+
+
+def lognormal(x: Tensor, alpha: float | Tensor) -> Tensor:
+    """φ(x) = exp(α x), the log-normal features of "Linear Log-Normal Attention with Unbiased Concentration",
+    Nahshan et al. 2023, arXiv:2311.13541 (α set by moment matching in the mixer)."""
+    return torch.exp(alpha * x)
+
+
+FEATURE_MAPS = {"elu_plus_one": elu_plus_one, "relu": relu, "taylor": taylor, "focused": focused}
