@@ -119,18 +119,16 @@ class ModalKernel(KernelGenerator):
         self.output = nn.Parameter(torch.randn(channels, modes, 2) * 0.5 ** 0.5)
 
     def discrete(self) -> tuple[Tensor, Tensor, Tensor]:
-        """(ΔA, Ā, C B̄), each complex (channels, modes)."""
+        """(ΔA, B̄, C), each complex (channels, modes); Ā = exp(ΔA)."""
         a = torch.complex(-torch.exp(self.log_decay), self.frequency)
         dt_a = a * torch.exp(self.log_dt)[:, None]
-        a_bar = torch.exp(dt_a)
-        c = torch.view_as_complex(self.output.contiguous())
-        return dt_a, a_bar, c * (a_bar - 1) / a
+        return dt_a, torch.expm1(dt_a) / a, torch.view_as_complex(self.output.contiguous())
 
     def forward(self, length: int) -> Tensor:
-        dt_a, _, c_b = self.discrete()
+        dt_a, b_bar, c = self.discrete()
         t = torch.arange(length, device=dt_a.device, dtype=self.log_dt.dtype)
         vandermonde = torch.exp(dt_a[..., None] * t)                     # Ā^t, (channels, modes, length)
-        return 2 * torch.einsum("cn,cnt->ct", c_b, vandermonde).real
+        return 2 * torch.einsum("cn,cnt->ct", c * b_bar, vandermonde).real
 
 
 class MultiscaleKernel(KernelGenerator):
