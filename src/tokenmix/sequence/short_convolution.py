@@ -1,0 +1,164 @@
+"""Short convolutions as sequence mixers: the causal depthwise convolution of Mamba/GLA-style blocks, LightConv and
+DynamicConv, a ByteNet dilated stack and MultiresConv's wavelet tree.
+
+Each has a finite receptive field, so each streams with a fixed state: the last inputs its taps still reach.
+Inside, sequences are channels-first `(B, C, L)` as `tokenmix.ops.fftconv.fft_conv`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from tokenmix.mixer import SequenceMixer, State
+from tokenmix.ops.fftconv import fft_conv
+from tokenmix.registry import register
+from tokenmix.sequence._heads import check_heads
+
+
+def causal_taps(u: Tensor, taps: int, dilation: int, history: Tensor | None) -> tuple[list[Tensor], Tensor]:
+    """The inputs a causal dilated filter reads: `[u_{t - j·dilation}]_{j<taps}` each `(B, C, L)` (zeros before
+    the start, or the `history` of the last `(taps - 1)·dilation` inputs), and the new history."""
+    reach, length = (taps - 1) * dilation, u.shape[-1]
+    history = u.new_zeros(*u.shape[:-1], reach) if history is None else history.to(u.dtype)
+    full = torch.cat([history, u], dim=-1)
+    shifted = [full[..., reach - j * dilation:reach - j * dilation + length] for j in range(taps)]
+    return shifted, full[..., full.shape[-1] - reach:]
+
+
+class _ShortConvMixer(SequenceMixer):
+    """Shared: a causal kernel of `kernel_size` taps (tap j = lag j) over `(B, C, L)`.
+
+    Only the causal (decoder) forms are registered: the conformance suite expects a non-causal sequence mixer to
+    see the whole sequence, which a local kernel does not."""
+
+    kernel_size: int
+    channels: int
+
+    def _init_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> State:
+        return {"inputs": torch.zeros(batch_size, self.channels, self.kernel_size - 1, device=device, dtype=dtype)}
+
+    def _convolve(self, u: Tensor, kernel: Tensor, state: State | None) -> tuple[Tensor, State | None]:
+        """Convolve with a fixed `(C, k)` kernel whose tap j is lag j."""
+        impl = "reference" if self.impl == "reference" else "direct"
+        history = None if state is None else state["inputs"]
+        y = fft_conv(u, kernel, history=history, impl=impl)
+        if state is None:
+            return y, None
+        full = torch.cat([history.to(u.dtype), u], dim=-1)
+        return y, {"inputs": full[..., full.shape[-1] - (self.kernel_size - 1):]}
+
+
+def _kernel_size(mixer: SequenceMixer, value: int) -> int:
+    return mixer._positive_int("kernel_size", value)
+
+
+@register(
+    name="short_conv",
+    family="short_convolution",
+    layout="sequence",
+    paper="Mamba: Linear-Time Sequence Modeling with Selective State Spaces",
+    arxiv="2312.00752",
+    impls=("reference", "direct"),
+    causal="always",
+    state="fixed",
+    time_complexity="L k",
+    memory_complexity="L",
+    summary="Causal depthwise convolution of a few taps and a SiLU, the local mixer inside Mamba, GLA and "
+            "DeltaNet blocks.",
+)
+class ShortConvolution(_ShortConvMixer):
+    """y_t = SiLU(Σ_{j<k} w_j ⊙ x_{t-j} + b), per channel. Mamba's default: k = 4, with bias."""
+
+    def __init__(self, dim: int, *, kernel_size: int = 4, activation: bool = True, impl: str = "auto",
+                 causal: bool | None = None) -> None:
+        super().__init__(dim, impl=impl, causal=causal)
+        self.kernel_size, self.channels, self.activation = _kernel_size(self, kernel_size), dim, activation
+        bound = kernel_size ** -0.5
+        self.weight = nn.Parameter(torch.empty(dim, kernel_size).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.zeros(dim))
+
+    def _mix(self, x: Tensor, state: State | None) -> tuple[Tensor, State | None]:
+        y, state = self._convolve(x.transpose(1, 2), self.weight, state)
+        y = y.transpose(1, 2) + self.bias
+        return (F.silu(y) if self.activation else y), state
+
+
+@register(
+    name="lightconv",
+    family="short_convolution",
+    layout="sequence",
+    paper="Pay Less Attention with Lightweight and Dynamic Convolutions",
+    arxiv="1901.10430",
+    impls=("reference", "direct"),
+    causal="always",
+    state="fixed",
+    time_complexity="L k",
+    memory_complexity="L",
+    summary="Depthwise convolution with softmax-normalized kernels shared by the channels of each head, "
+            "between a GLU input projection and an output projection.",
+)
+class LightConv(_ShortConvMixer):
+    """LightConv(X)_{i,c} = Σ_j softmax(W_{h(c), :})_j · X_{i-j, c} (the causal, decoder form), with H
+    heads of d/H channels sharing a kernel; the block is y = W_out LightConv(GLU(W_in x)). Paper defaults: H = 16,
+    kernel sizes 3, 7, 15, 31, ... growing with depth (k = 7 here), weight dropout 0.1 (not applied here)."""
+
+    def __init__(self, dim: int, *, num_heads: int = 16, kernel_size: int = 7, impl: str = "auto",
+                 causal: bool | None = None) -> None:
+        super().__init__(dim, impl=impl, causal=causal)
+        self.num_heads = num_heads
+        check_heads(self.spec.name, dim, num_heads)
+        self.kernel_size, self.channels = _kernel_size(self, kernel_size), dim
+        self.in_proj = nn.Linear(dim, 2 * dim)
+        self.weight = nn.Parameter(torch.randn(num_heads, kernel_size) * 0.1)
+        self.out = nn.Linear(dim, dim)
+
+    def kernel(self) -> Tensor:
+        """(dim, k): each head's softmax-normalized kernel, repeated over the head's channels."""
+        return self.weight.softmax(-1).repeat_interleave(self.dim // self.num_heads, dim=0)
+
+    def _mix(self, x: Tensor, state: State | None) -> tuple[Tensor, State | None]:
+        u = F.glu(self.in_proj(x), dim=-1).transpose(1, 2)
+        y, state = self._convolve(u, self.kernel(), state)
+        return self.out(y.transpose(1, 2)), state
+
+
+@register(
+    name="dynamicconv",
+    family="short_convolution",
+    layout="sequence",
+    paper="Pay Less Attention with Lightweight and Dynamic Convolutions",
+    arxiv="1901.10430",
+    impls=("reference",),
+    causal="always",
+    state="fixed",
+    time_complexity="L k d",
+    memory_complexity="L k",
+    summary="LightConv whose softmax-normalized head kernels are predicted at every position by a linear map "
+            "of that position's input.",
+)
+class DynamicConv(_ShortConvMixer):
+    """DynamicConv(X)_{i,c} = Σ_j softmax((X_i W^Q)_{h(c), :})_j · X_{i-j, c}: a kernel per position and head,
+    W^Q ∈ R^{d × Hk}; the block is y = W_out DynamicConv(GLU(W_in x)). Paper defaults: H = 16, kernel sizes
+    growing with depth (k = 7 here)."""
+
+    def __init__(self, dim: int, *, num_heads: int = 16, kernel_size: int = 7, impl: str = "auto",
+                 causal: bool | None = None) -> None:
+        super().__init__(dim, impl=impl, causal=causal)
+        self.num_heads = num_heads
+        check_heads(self.spec.name, dim, num_heads)
+        self.kernel_size, self.channels = _kernel_size(self, kernel_size), dim
+        self.in_proj = nn.Linear(dim, 2 * dim)
+        self.predict = nn.Linear(dim, num_heads * kernel_size, bias=False)
+        self.out = nn.Linear(dim, dim)
+
+    def _mix(self, x: Tensor, state: State | None) -> tuple[Tensor, State | None]:
+        u = F.glu(self.in_proj(x), dim=-1)                                          # (B, L, D)
+        k, h = self.kernel_size, self.num_heads
+        weights = self.predict(u).unflatten(-1, (h, k)).softmax(-1)                # (B, L, H, k)
+        shifted, history = causal_taps(u.transpose(1, 2), k, 1, None if state is None else state["inputs"])
+        windows = torch.stack(shifted, dim=-1)                                      # (B, D, L, k), tap j = lag j
+        grouped = windows.unflatten(1, (h, self.dim // h))                          # (B, H, D/H, L, k)
+        y = torch.einsum("bhclk,blhk->blhc", grouped, weights).flatten(-2)
+        return self.out(y), (None if state is None else {"inputs": history})
