@@ -1,7 +1,7 @@
 """Sequence mixers `(B, L, D) -> (B, L, D)`; importing this package registers them."""
 
 from tokenmix.sequence import attention, linear_attention  # noqa: F401
-from tokenmix.sequence import delta_rule, gated_recurrences, kernelized_attention  # noqa: F401
+from tokenmix.sequence import delta_rule, gated_recurrences, kernelized_attention, sliding_window  # noqa: F401
 from tokenmix.sequence import long_convolution  # noqa: F401
 from tokenmix.sequence import state_space  # noqa: F401
 from tokenmix.sequence import short_convolution  # noqa: F401
