@@ -162,3 +162,108 @@ class DynamicConv(_ShortConvMixer):
         grouped = windows.unflatten(1, (h, self.dim // h))                          # (B, H, D/H, L, k)
         y = torch.einsum("bhclk,blhk->blhc", grouped, weights).flatten(-2)
         return self.out(y), (None if state is None else {"inputs": history})
+
+
+@register(
+    name="bytenet",
+    family="short_convolution",
+    layout="sequence",
+    paper="Neural Machine Translation in Linear Time",
+    arxiv="1610.10099",
+    impls=("reference",),
+    causal="always",
+    state="fixed",
+    time_complexity="L k d²",
+    memory_complexity="L",
+    summary="ByteNet's decoder as a mixer: residual blocks of masked (causal) dilated convolutions with dilations "
+            "1, 2, 4, 8, 16, each between LayerNorm-ReLU-1×1 projections.",
+)
+class ByteNet(SequenceMixer):
+    """A stack of ByteNet decoder residual blocks, block b with dilation r_b = 2^(b mod 5):
+
+        z = W_in ReLU(LN(x))  (d → d/2),   c_t = Σ_{j<k} W_j ReLU(LN(z))_{t - j·r_b} + b  (masked dilated conv)
+        x ← x + W_out ReLU(LN(c))  (d/2 → d)
+
+    Paper defaults: masked kernel size 3 in the decoder, dilations 1, 2, 4, 8, 16 repeated (one set of 5 here)."""
+
+    def __init__(self, dim: int, *, num_blocks: int = 5, kernel_size: int = 3, impl: str = "auto",
+                 causal: bool | None = None) -> None:
+        super().__init__(dim, impl=impl, causal=causal)
+        self.num_blocks = self._positive_int("num_blocks", num_blocks)
+        self.kernel_size = self._positive_int("kernel_size", kernel_size)
+        self.hidden = max(dim // 2, 1)
+        self.dilations = [2 ** (b % 5) for b in range(num_blocks)]
+        hidden = self.hidden
+        self.blocks = nn.ModuleList(
+            nn.ModuleDict({"norm_in": nn.LayerNorm(dim), "project_in": nn.Linear(dim, hidden),
+                           "norm_conv": nn.LayerNorm(hidden), "norm_out": nn.LayerNorm(hidden),
+                           "project_out": nn.Linear(hidden, dim)})
+            for _ in range(num_blocks))
+        bound = (hidden * kernel_size) ** -0.5
+        self.conv_weight = nn.Parameter(torch.empty(num_blocks, kernel_size, hidden, hidden).uniform_(-bound, bound))
+        self.conv_bias = nn.Parameter(torch.zeros(num_blocks, hidden))
+
+    def _init_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> State:
+        return {f"block{b}": torch.zeros(batch_size, self.hidden, (self.kernel_size - 1) * r, device=device,
+                                         dtype=dtype) for b, r in enumerate(self.dilations)}
+
+    def _mix(self, x: Tensor, state: State | None) -> tuple[Tensor, State | None]:
+        new_state = {}
+        for b, (block, dilation) in enumerate(zip(self.blocks, self.dilations)):
+            z = F.relu(block["norm_conv"](block["project_in"](F.relu(block["norm_in"](x)))))
+            history = None if state is None else state[f"block{b}"]
+            shifted, new_state[f"block{b}"] = causal_taps(z.transpose(1, 2), self.kernel_size, dilation, history)
+            c = sum(torch.einsum("bcl,co->blo", u, w) for u, w in zip(shifted, self.conv_weight[b]))
+            x = x + block["project_out"](F.relu(block["norm_out"](c + self.conv_bias[b])))
+        return x, (None if state is None else new_state)
+
+
+@register(
+    name="multires_conv",
+    family="short_convolution",
+    layout="sequence",
+    paper="Sequence Modeling with Multiresolution Convolutional Memory",
+    arxiv="2305.01638",
+    impls=("reference",),
+    causal="always",
+    state="fixed",
+    time_complexity="L J k",
+    memory_complexity="L J",
+    summary="A causal à-trous wavelet tree with learned low-/high-pass filters shared across levels; the detail "
+            "and last approximation coefficients are mixed by learned per-channel weights.",
+)
+class MultiresConv(SequenceMixer):
+    """MultiresConv per channel, levels j = 0..J-1 with dilation 2^j:
+
+        a_0 = x,  a_{j+1} = h ∗_{2^j} a_j,  d_{j+1} = g ∗_{2^j} a_j   (causal dilated convolutions, k taps)
+        y = W_out GELU(w_a ⊙ a_J + Σ_j w_j ⊙ d_j)
+
+    h, g are depthwise filters shared by all levels. Receptive field (k-1)(2^J - 1) + 1; the paper takes
+    J ≈ log2(L) levels (J = 10 here, 1024 positions) and filters of k = 2 taps."""
+
+    def __init__(self, dim: int, *, depth: int = 10, kernel_size: int = 2, impl: str = "auto",
+                 causal: bool | None = None) -> None:
+        super().__init__(dim, impl=impl, causal=causal)
+        self.depth = self._positive_int("depth", depth)
+        self.kernel_size = self._positive_int("kernel_size", kernel_size)
+        bound = (2 / kernel_size) ** 0.5
+        self.low_pass = nn.Parameter(torch.empty(dim, kernel_size).uniform_(-bound, bound))
+        self.high_pass = nn.Parameter(torch.empty(dim, kernel_size).uniform_(-bound, bound))
+        self.mix_weight = nn.Parameter(torch.randn(depth + 1, dim) / (depth + 1) ** 0.5)
+        self.out = nn.Linear(dim, dim)
+
+    def _init_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> State:
+        return {f"level{j}": torch.zeros(batch_size, self.dim, (self.kernel_size - 1) * 2 ** j, device=device,
+                                         dtype=dtype) for j in range(self.depth)}
+
+    def _mix(self, x: Tensor, state: State | None) -> tuple[Tensor, State | None]:
+        a, new_state = x.transpose(1, 2), {}
+        y = 0
+        for j in range(self.depth):
+            history = None if state is None else state[f"level{j}"]
+            shifted, new_state[f"level{j}"] = causal_taps(a, self.kernel_size, 2 ** j, history)
+            detail = sum(self.high_pass[:, i, None] * u for i, u in enumerate(shifted))
+            a = sum(self.low_pass[:, i, None] * u for i, u in enumerate(shifted))
+            y = y + self.mix_weight[j + 1, :, None] * detail
+        y = y + self.mix_weight[0, :, None] * a
+        return self.out(F.gelu(y).transpose(1, 2)), (None if state is None else new_state)
