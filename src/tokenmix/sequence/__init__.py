@@ -5,3 +5,4 @@ from tokenmix.sequence import delta_rule, gated_recurrences, kernelized_attentio
 from tokenmix.sequence import long_convolution  # noqa: F401
 from tokenmix.sequence import state_space  # noqa: F401
 from tokenmix.sequence import short_convolution  # noqa: F401
+from tokenmix.sequence import fourier  # noqa: F401
