@@ -69,8 +69,9 @@ class ResultsStore:
     def __init__(self, path: str | Path | None = None) -> None:
         self.path = Path(path).expanduser() if path is not None else default_database()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._transaction() as connection:
-            connection.executescript(SCHEMA)
+        # executescript commits whatever transaction is open, so the schema brings its own BEGIN ... COMMIT.
+        with self._reader() as connection:
+            connection.executescript(f"BEGIN IMMEDIATE; {SCHEMA} COMMIT;")
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
