@@ -1,0 +1,57 @@
+"""The full description of a training run. Its dict form is what the database stores and hashes into `run_id`."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from tokenmix.tasks import create_task
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """The backbone around the mixer (see `tokenmix.models.SequenceModel`)."""
+
+    dim: int = 64
+    depth: int = 2
+    mlp_ratio: float = 4.0
+    position_embedding: bool = False  # mixers bring their own notion of order (e.g. rotary attention)
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """Optimizer and schedule: AdamW, linear warm-up then cosine decay to zero, gradient clipping."""
+
+    steps: int = 1000
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.1
+    warmup_steps: int = 100
+    gradient_clip: float = 1.0
+    seed: int = 0
+    eval_batch_size: int = 250
+
+
+@dataclass
+class RunConfig:
+    """One training run: a task and its parameters, a mixer and its options, the backbone and the training."""
+
+    task: str
+    mixer: str
+    task_params: dict[str, Any] = field(default_factory=dict)
+    mixer_options: dict[str, Any] = field(default_factory=dict)
+    model: ModelSettings = ModelSettings()
+    training: TrainingSettings = TrainingSettings()
+
+    def as_dict(self) -> dict[str, Any]:
+        """The stored form: task parameters completed with their defaults, so equal runs hash equally."""
+        return {
+            "kind": "train",
+            "task": self.task,
+            "task_params": create_task(self.task, **self.task_params).params(),
+            "mixer": self.mixer,
+            "mixer_options": dict(self.mixer_options),
+            "model": dataclasses.asdict(self.model),
+            "training": dataclasses.asdict(self.training),
+        }
