@@ -1,0 +1,237 @@
+"""The `tokenmix` command: list and describe mixers, train on a task, run the benchmark, report, write docs.
+
+User errors (an unknown mixer, task, option or parameter) print one `error: ...` line and exit with status 2;
+Ctrl-C (or SIGTERM) during `train` or `bench` exits with status 130, keeping every finished run in the database.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+import tokenmix
+from tokenmix.errors import MixerInputError, TokenmixError
+
+app = typer.Typer(name="tokenmix", help="Token mixers: list, describe, train, benchmark, report.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
+Command = TypeVar("Command", bound=Callable[..., Any])
+USER_ERROR_EXIT = 2
+INTERRUPTED_EXIT = 130
+
+
+def _console() -> Console:
+    console = Console()
+    # Piped or captured output would be cut at rich's default 80 columns; tables read better wider.
+    return console if console.is_terminal else Console(width=max(console.width, 160))
+
+
+def user_errors(command: Command) -> Command:
+    """Turn tokenmix's user errors into one line on stderr and a non-zero exit, never a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except TokenmixError as error:
+            message = " ".join(str(error).split())  # one line, whatever the message holds
+            typer.echo(f"error: {message}", err=True)
+            raise typer.Exit(USER_ERROR_EXIT) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted: finished runs are kept; run the same command again to resume", err=True)
+            raise typer.Exit(INTERRUPTED_EXIT) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def parse_assignments(assignments: list[str] | None, what: str) -> dict[str, Any]:
+    """`["key=value", ...]` → dict; values are JSON when they parse (`4`, `0.5`, `[4,8]`, `true`), a comma list
+    of numbers as a list (`4,8`), else the plain string."""
+    parsed: dict[str, Any] = {}
+    for assignment in assignments or []:
+        key, separator, text = assignment.partition("=")
+        if not separator or not key:
+            raise MixerInputError(f"{what} must look like key=value, got {assignment!r}")
+        parsed[key.strip()] = _parse_value(text.strip())
+    return parsed
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    if "," in text:
+        return [_parse_value(part.strip()) for part in text.split(",")]
+    return text
+
+
+# --- the registry -------------------------------------------------------------------------------------------
+@app.command("list")
+@user_errors
+def list_mixers(layout: Optional[str] = typer.Option(None, help="Only 'sequence' or 'grid' mixers.")) -> None:
+    """List the registered mixers."""
+    if layout not in (None, "sequence", "grid"):
+        raise MixerInputError(f"unknown layout {layout!r}; valid: grid, sequence")
+    table = Table(title="tokenmix mixers")
+    for column in ("name", "family", "layout", "causal", "state", "complexity (time / memory)", "impls"):
+        table.add_column(column, no_wrap=column == "name")
+    for name in tokenmix.available(layout):  # type: ignore[arg-type]
+        spec = tokenmix.spec(name)
+        table.add_row(name, spec.family, spec.layout, spec.causal, spec.state,
+                      f"{spec.time_complexity} / {spec.memory_complexity}", ", ".join(spec.impls))
+    _console().print(table)
+
+
+@app.command()
+@user_errors
+def info(name: str = typer.Argument(..., help="A mixer name, as `tokenmix list` shows it.")) -> None:
+    """Describe one mixer: its spec, paper and options."""
+    spec = tokenmix.spec(name)
+    table = Table(title=f"{spec.name}", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    for key, value in spec.as_dict().items():
+        if key == "options":
+            value = ", ".join(f"{option}={default!r}" for option, default in value.items()) or "—"
+        elif key == "arxiv":
+            value = f"{value} (https://arxiv.org/abs/{value})" if value else "—"
+        elif isinstance(value, tuple):
+            value = ", ".join(map(str, value)) or "—"
+        table.add_row(key, str(value))
+    _console().print(table)
+
+
+# --- training and the benchmark -----------------------------------------------------------------------------
+@app.command()
+@user_errors
+def train(
+    mixer: str = typer.Option("attention", help="The mixer to put in every block."),
+    task: str = typer.Option("mqar", help="The task to train on."),
+    param: Optional[list[str]] = typer.Option(None, "--param", "-p", help="A task parameter, key=value (repeat)."),
+    option: Optional[list[str]] = typer.Option(None, "--option", "-o", help="A mixer option, key=value (repeat)."),
+    steps: Optional[int] = typer.Option(None, help="Optimizer steps."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate."),
+    batch_size: Optional[int] = typer.Option(None, help="Examples per step."),
+    warmup_steps: Optional[int] = typer.Option(None, help="Steps of linear warm-up."),
+    weight_decay: Optional[float] = typer.Option(None, help="AdamW weight decay (matrices only)."),
+    seed: Optional[int] = typer.Option(None, help="Seed of the model initialization and the data order."),
+    dim: Optional[int] = typer.Option(None, help="Model width."),
+    depth: Optional[int] = typer.Option(None, help="Number of blocks."),
+    mlp_ratio: Optional[float] = typer.Option(None, help="MLP width / model width (0: no MLP)."),
+    position_embedding: Optional[bool] = typer.Option(None, "--position-embedding/--no-position-embedding",
+                                                      help="Add learned absolute positions to the embedding."),
+    db: Optional[Path] = typer.Option(None, help="Results database (default: $TOKENMIX_DB or the cache folder)."),
+    device: str = typer.Option("auto", help="'auto' (CUDA when present), 'cpu', 'cuda', ..."),
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Train a model with MIXER on TASK and record the run; a run already finished is reported, not redone."""
+    import dataclasses
+
+    from tokenmix.bench import ModelSettings, ResultsStore, RunConfig, TrainingSettings
+    from tokenmix.bench.train import train as train_run
+
+    training = {"steps": steps, "learning_rate": lr, "batch_size": batch_size, "warmup_steps": warmup_steps,
+                "weight_decay": weight_decay, "seed": seed}
+    model = {"dim": dim, "depth": depth, "mlp_ratio": mlp_ratio, "position_embedding": position_embedding}
+    training_settings = TrainingSettings(**{key: value for key, value in training.items() if value is not None})
+    if training_settings.warmup_steps > training_settings.steps:
+        training_settings = dataclasses.replace(training_settings, warmup_steps=training_settings.steps // 10)
+    config = RunConfig(task=task, mixer=mixer, task_params=parse_assignments(param, "--param"),
+                       mixer_options=parse_assignments(option, "--option"),
+                       model=ModelSettings(**{key: value for key, value in model.items() if value is not None}),
+                       training=training_settings)
+    tokenmix.spec(mixer)  # an unknown mixer fails here, in one line, before any data is generated
+    console = _console()
+    outcome = train_run(config, ResultsStore(db), device=device, progress=progress, console=console)
+    metrics = outcome.metrics
+    state = "already finished; not redone" if outcome.skipped else f"trained in {metrics['train_seconds']:.1f} s"
+    by_group = next((value for key, value in metrics.items() if key.startswith("accuracy_by_")), {})
+    console.print(f"run {outcome.run_id} ({state}): {mixer} on {task}: accuracy {100 * metrics['accuracy']:.2f}%, "
+                  f"token accuracy {100 * metrics['token_accuracy']:.2f}%, "
+                  + ", ".join(f"{group}: {100 * value:.1f}%" for group, value in by_group.items()))
+
+
+@app.command()
+@user_errors
+def bench(
+    suite: str = typer.Option("default", help="Which suite to run."),
+    db: Optional[Path] = typer.Option(None, help="Results database (default: $TOKENMIX_DB or the cache folder)."),
+    out: Path = typer.Option(Path("results"), help="Folder of the Markdown report."),
+    device: str = typer.Option("auto", help="'auto' (CUDA when present), 'cpu', 'cuda', ..."),
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Show progress bars."),
+) -> None:
+    """Run a benchmark suite (skipping runs already finished), then print and write the report."""
+    import time
+
+    from tokenmix.bench import ResultsStore
+    from tokenmix.bench.suites import SUITES, run_suite
+    from tokenmix.errors import unknown_name
+
+    if suite not in SUITES:
+        raise unknown_name("suite", suite, SUITES)
+    console = _console()
+    store = ResultsStore(db)
+    start = time.perf_counter()
+    run_suite(SUITES[suite](), store, progress=progress, console=console, device=device)
+    console.print(f"suite {suite!r} done in {time.perf_counter() - start:.0f} s; results in {store.path}")
+    _report(store, out, console)
+
+
+@app.command()
+@user_errors
+def report(
+    db: Optional[Path] = typer.Option(None, help="Results database (default: $TOKENMIX_DB or the cache folder)."),
+    out: Path = typer.Option(Path("results"), help="Folder of the Markdown report."),
+) -> None:
+    """Print the leaderboard of finished runs and write it as Markdown."""
+    from tokenmix.bench import ResultsStore
+    from tokenmix.paths import default_database
+
+    path = db.expanduser() if db is not None else default_database()
+    if not path.exists():  # opening it would create an empty database, which hides a mistyped path
+        raise MixerInputError(f"no results database at {path}; run `tokenmix bench` or `tokenmix train` first")
+    _report(ResultsStore(path), out, _console())
+
+
+def _report(store: Any, out: Path, console: Console) -> None:
+    from tokenmix.bench.report import leaderboard, terminal_table, write_markdown
+
+    rows = leaderboard(store)
+    console.print(terminal_table(rows) if rows else f"no finished runs in {store.path}")
+    console.print(f"report written to {write_markdown(store, out)}")
+
+
+# --- documentation -----------------------------------------------------------------------------------------
+@app.command()
+@user_errors
+def docs(out: Path = typer.Option(Path("docs/mixers.md"), help="Where to write the mixer reference.")) -> None:
+    """Regenerate docs/mixers.md from the registry."""
+    from tokenmix.mixer_docs import mixers_markdown
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(mixers_markdown())
+    _console().print(f"wrote {out} ({len(tokenmix.available())} mixers)")
+
+
+def _interrupt_on_sigterm(signum: int, frame: Any) -> None:
+    # `kill` then unwinds like Ctrl-C: the running row is marked failed and every finished row stays.
+    raise KeyboardInterrupt
+
+
+def main() -> None:
+    """Console-script entry point."""
+    signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
+    app(prog_name="tokenmix")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
