@@ -126,9 +126,21 @@ class ModalKernel(KernelGenerator):
 
     def forward(self, length: int) -> Tensor:
         dt_a, b_bar, c = self.discrete()
-        t = torch.arange(length, device=dt_a.device, dtype=self.log_dt.dtype)
-        vandermonde = torch.exp(dt_a[..., None] * t)                     # Ā^t, (channels, modes, length)
-        return 2 * torch.einsum("cn,cnt->ct", c * b_bar, vandermonde).real
+        return modal_sum(c * b_bar, dt_a, length)
+
+
+MODAL_CHUNK = 1024  # positions per Vandermonde block: bounds memory to (channels, modes, 1024)
+
+
+def modal_sum(weights: Tensor, dt_a: Tensor, length: int) -> Tensor:
+    """2 Re Σ_n w_n exp(ΔA_n t) for t = 0..length-1: `weights (..., N)` and `dt_a (..., N)` broadcast, complex;
+    returns `(..., length)` real. The Vandermonde matrix is built a block of positions at a time."""
+    real = dt_a.real.dtype
+    blocks = []
+    for start in range(0, length, MODAL_CHUNK):
+        t = torch.arange(start, min(start + MODAL_CHUNK, length), device=dt_a.device, dtype=real)
+        blocks.append(2 * torch.einsum("...n,...nt->...t", weights, torch.exp(dt_a[..., None] * t)).real)
+    return torch.cat(blocks, dim=-1)
 
 
 class MultiscaleKernel(KernelGenerator):

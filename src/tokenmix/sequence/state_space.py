@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from tokenmix.mixer import SequenceMixer, State
 from tokenmix.ops._checks import compute_dtype
 from tokenmix.ops.fftconv import fft_conv
-from tokenmix.ops.kernels import ModalKernel
+from tokenmix.ops.kernels import MODAL_CHUNK, ModalKernel, modal_sum
 from tokenmix.registry import register
 from tokenmix.sequence._heads import check_heads
 
@@ -33,15 +33,19 @@ def diagonal_ssm(u: Tensor, dt_a: Tensor, b_bar: Tensor, c: Tensor, state: Tenso
             s = a_bar * s + b_bar * u[..., t, None]
             outputs.append(2 * (c * s).sum(-1).real)
         return torch.stack(outputs, dim=-1), (None if state is None else s)
-    powers = torch.exp(dt_a[..., None] * torch.arange(length, device=u.device, dtype=real))   # Ā^t, (*C, N, L)
-    kernel = 2 * torch.einsum("...n,...nl->...l", c * b_bar, powers).real
-    y = fft_conv(u, kernel, impl="reference" if impl == "reference" else "auto")
+    y = fft_conv(u, modal_sum(c * b_bar, dt_a, length), impl="reference" if impl == "reference" else "auto")
     if state is None:
         return y, None
     a_bar = torch.exp(dt_a)
-    y = y + 2 * torch.einsum("...n,...nl->...l", c * a_bar * state, powers).real           # C Ā^{t+1} s_0
-    driven = torch.einsum("...nl,...l->...n", powers.flip(-1), u.to(powers.dtype))          # Σ_j Ā^{L-1-j} u_j
-    return y, a_bar * powers[..., -1] * state + b_bar * driven
+    y = y + modal_sum(c * a_bar * state, dt_a, length)                                # 2 Re C Ā^{t+1} s_0
+    driven = sum(torch.einsum("...nl,...l->...n", torch.exp(dt_a[..., None] * (length - 1 - t)),
+                              u[..., t].to(dt_a.dtype))                            # Σ_j Ā^{L-1-j} u_j
+                 for t in _blocks(length, u.device))
+    return y, torch.exp(dt_a * length) * state + b_bar * driven
+
+
+def _blocks(length: int, device: torch.device) -> list[Tensor]:
+    return [torch.arange(s, min(s + MODAL_CHUNK, length), device=device) for s in range(0, length, MODAL_CHUNK)]
 
 
 def _complex_state(state: Tensor) -> Tensor:
