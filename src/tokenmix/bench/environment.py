@@ -28,11 +28,23 @@ def environment(device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
         "threads": torch.get_num_threads(),
         "dtype": str(dtype).removeprefix("torch."),
         "git_revision": git_revision(),
     }
+
+
+@lru_cache(maxsize=1)
+def cpu_name() -> str:
+    """The processor's model name (from /proc/cpuinfo on Linux, where `platform.processor()` is often empty)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
 
 
 @lru_cache(maxsize=1)
