@@ -92,9 +92,19 @@ class HyenaFilter(KernelGenerator):
     def forward(self, length: int) -> Tensor:
         like = self.ffn[0].weight
         tau = _positions(length, self.kernel_length, like)
-        h = self.ffn(self.positional_encoding(tau))                         # (length, channels)
-        window = torch.exp(-self.rates.to(tau.dtype) * tau) + self.shift     # (length, channels)
-        return (h * window).transpose(0, 1)
+        hidden = self.ffn[:-1](self.positional_encoding(tau))                 # (length, width)
+        h = self.ffn[-1].weight @ hidden.T                                    # (channels, length), contiguous
+        return h * self.window(tau)
+
+    def window(self, tau: Tensor) -> Tensor:
+        """exp(-α_c τ_t) + shift, `(channels, length)`. It has no parameters, so the last one is reused while
+        the length, dtype and device stay the same (a model trained at one length computes it once)."""
+        key = (tau.shape[0], tau.dtype, tau.device, self.shift)
+        cached = self.__dict__.get("_window")
+        if cached is None or cached[0] != key:
+            window = torch.exp(-self.rates.to(tau.dtype)[:, None] * tau.T) + self.shift
+            self.__dict__["_window"] = cached = (key, window)
+        return cached[1]
 
 
 class ModalKernel(KernelGenerator):

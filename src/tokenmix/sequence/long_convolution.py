@@ -46,6 +46,12 @@ class LongConvMixer(SequenceMixer):
         return y, torch.cat([history, u], dim=-1)[..., history.shape[-1] + u.shape[-1] - (taps - 1):]
 
 
+def with_skip(kernel: Tensor, skip: Tensor) -> Tensor:
+    """The kernel with `skip` added to its tap 0: (h ∗ z) + d ⊙ z = ((h + d δ) ∗ z), one long conv and no extra
+    passes over the sequence. `skip` broadcasts against `kernel[..., 0]`."""
+    return torch.cat([kernel[..., :1] + skip[..., None], kernel[..., 1:]], dim=-1)
+
+
 def _short_weight(channels: int, taps: int) -> nn.Parameter:
     bound = taps ** -0.5  # as nn.Conv1d's default for a depthwise filter
     return nn.Parameter(torch.empty(channels, taps).uniform_(-bound, bound))
@@ -105,7 +111,7 @@ class Hyena(LongConvMixer):
         return self.filter(length).unflatten(0, (self.order, self.dim))
 
     def _mix(self, x: Tensor, state: State | None) -> tuple[Tensor, State | None]:
-        u = self.in_proj(x).transpose(1, 2)                                        # (B, (N+1)D, L)
+        u = self.in_proj(x).transpose(1, 2).contiguous()                           # (B, (N+1)D, L)
         u, short = self.short_conv(u, self.short_weight, self.short_bias, state, "short")
         v, *gates = u.split(self.dim, dim=1)
         history = None if state is None else state["history"].to(x.dtype)
@@ -114,8 +120,7 @@ class Hyena(LongConvMixer):
         z, inputs = v, []
         for n, gate in enumerate(gates):
             inputs.append(z)
-            conv = self.long_conv(z, h[n], None if history is None else history[:, n])
-            z = gate * (conv + self.skip[n, :, None] * z)
+            z = gate * self.long_conv(z, with_skip(h[n], self.skip[n]), None if history is None else history[:, n])
         y = self.out(z.transpose(1, 2))
         if state is None:
             return y, None
@@ -142,10 +147,10 @@ class KernelConvMixer(LongConvMixer):
         return {"history": torch.zeros(batch_size, self.dim, kept, device=device, dtype=dtype)}
 
     def _mix(self, x: Tensor, state: State | None) -> tuple[Tensor, State | None]:
-        u = x.transpose(1, 2)
+        u = x.transpose(1, 2).contiguous()
         history = None if state is None else state["history"].to(x.dtype)
         past = 0 if history is None else history.shape[-1]
-        y = self.long_conv(u, self.kernel(past + x.shape[1]), history) + self.skip[:, None] * u
+        y = self.long_conv(u, with_skip(self.kernel(past + x.shape[1]), self.skip), history)
         y = self.out(torch.nn.functional.gelu(y).transpose(1, 2))
         if state is None:
             return y, None
@@ -285,14 +290,14 @@ class MultiHeadHyena(LongConvMixer):
 
     def _mix(self, x: Tensor, state: State | None) -> tuple[Tensor, State | None]:
         h, d = self.num_heads, self.head_dim
-        u = self.in_proj(x).transpose(1, 2)
+        u = self.in_proj(x).transpose(1, 2).contiguous()
         u, short = self.short_conv(u, self.short_weight, self.short_bias, state, "short")
         q, k, v = (t.unflatten(1, (h, d)) for t in u.split(self.dim, dim=1))      # (B, H, d, L)
         kv = k[:, :, :, None] * v[:, :, None]                                      # (B, H, d_k, d_v, L)
         history = None if state is None else state["history"].to(x.dtype)
         past = 0 if history is None else history.shape[-1]
-        kernel = self.filter(past + x.shape[1])[:, None, None]                     # (H, 1, 1, P + L)
-        z = self.long_conv(kv, kernel, history) + self.skip.view(h, 1, 1, 1) * kv
+        kernel = with_skip(self.filter(past + x.shape[1]), self.skip)[:, None, None]   # (H, 1, 1, P + L)
+        z = self.long_conv(kv, kernel, history)
         y = self.out(torch.einsum("bhil,bhijl->blhj", q, z).flatten(-2))
         if state is None:
             return y, None
