@@ -130,3 +130,14 @@ def test_token_mlp_short_input_is_zero_padded():
     x = torch.randn(2, 5, 6, dtype=torch.float64)
     padded = torch.cat([x, torch.zeros(2, 3, 6, dtype=torch.float64)], 1)
     torch.testing.assert_close(mixer(x), mixer(padded)[:, :5])
+
+
+def test_modal_sum_blocks_equal_the_full_vandermonde(monkeypatch):
+    from tokenmix.ops import kernels
+    weights = torch.randn(2, 3, 4, dtype=torch.complex128)
+    dt_a = torch.complex(-torch.rand(3, 4), 3 * torch.randn(3, 4)).to(torch.complex128) * 0.1
+    t = torch.arange(23, dtype=torch.float64)
+    want = 2 * torch.einsum("bcn,cnt->bct", weights, torch.exp(dt_a[..., None] * t)).real
+    for block in (1, 5, 23, 64):
+        monkeypatch.setattr(kernels, "MODAL_CHUNK", block)
+        torch.testing.assert_close(kernels.modal_sum(weights, dt_a, 23), want, rtol=1e-12, atol=1e-12)

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from tokenmix.mixer import SequenceMixer, State
 from tokenmix.ops._checks import compute_dtype
 from tokenmix.ops.fftconv import fft_conv
-from tokenmix.ops.kernels import MODAL_CHUNK, ModalKernel, modal_sum
+from tokenmix.ops.kernels import MODAL_CHUNK, ModalKernel, complex_exp, modal_sum
 from tokenmix.registry import register
 from tokenmix.sequence._heads import check_heads
 
@@ -38,7 +38,7 @@ def diagonal_ssm(u: Tensor, dt_a: Tensor, b_bar: Tensor, c: Tensor, state: Tenso
         return y, None
     a_bar = torch.exp(dt_a)
     y = y + modal_sum(c * a_bar * state, dt_a, length)                                # 2 Re C Ā^{t+1} s_0
-    driven = sum(torch.einsum("...nl,...l->...n", torch.exp(dt_a[..., None] * (length - 1 - t)),
+    driven = sum(torch.einsum("...nl,...l->...n", complex_exp(dt_a[..., None] * (length - 1 - t)),
                               u[..., t].to(dt_a.dtype))                            # Σ_j Ā^{L-1-j} u_j
                  for t in _blocks(length, u.device))
     return y, torch.exp(dt_a * length) * state + b_bar * driven
