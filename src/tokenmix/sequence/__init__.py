@@ -6,3 +6,4 @@ from tokenmix.sequence import long_convolution  # noqa: F401
 from tokenmix.sequence import state_space  # noqa: F401
 from tokenmix.sequence import short_convolution  # noqa: F401
 from tokenmix.sequence import fourier  # noqa: F401
+from tokenmix.sequence import laughing_hyena  # noqa: F401

@@ -110,6 +110,14 @@ class Hyena(LongConvMixer):
         """The N long filters at taps 0..length-1, `(order, dim, length)`."""
         return self.filter(length).unflatten(0, (self.order, self.dim))
 
+    def to_recurrent(self, order: int, length: int | None = None):
+        """Distill into a `laughing_hyena` mixer: each long filter (over its first `length` taps, default
+        `kernel_length`) fitted by `order` complex modes, so `step` costs O(order) per token. The fit's relative
+        error per filter is in the result's `.filter_error`."""
+        from tokenmix.sequence.laughing_hyena import distill
+
+        return distill(self, order, length)
+
     def _mix(self, x: Tensor, state: State | None) -> tuple[Tensor, State | None]:
         u = self.in_proj(x).transpose(1, 2).contiguous()                           # (B, (N+1)D, L)
         u, short = self.short_conv(u, self.short_weight, self.short_bias, state, "short")

@@ -1,0 +1,70 @@
+"""Modal fit of long filters: the distillation step of "Laughing Hyena Distillery: Extracting Compact Recurrences
+From Convolutions" (Massaroli et al. 2023, arXiv:2310.18780).
+
+A filter h_0, h_1, ..., h_{L-1} is approximated by a direct term and d complex modes,
+
+    ĥ_0 = h_0,   ĥ_t = Re Σ_{k<d} R_k λ_k^{t-1}   (t ≥ 1),
+
+so the convolution with ĥ runs as a diagonal recurrence of d states per channel: x_t = λ x_{t-1} + u_t,
+y_t = h_0 u_t + Re Σ_k R_k x_{t-1,k} — O(d) per token instead of O(t).
+
+The poles come from the matrix-pencil method (a shift-invariance fit on the dominant singular subspace of the
+filter's Hankel matrix, the model-order reduction view of the paper), the residues from least squares on the
+Vandermonde matrix of those poles. Poles outside the unit circle are pulled inside (|λ| ≤ `max_radius`) so the
+recurrence is stable. Fitting runs in float64.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from tokenmix.errors import MixerInputError
+
+
+def fit_modal(filters: Tensor, order: int, *, pencil: int | None = None, max_radius: float = 1.0 - 1e-6
+              ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Fit `filters: (..., L)` (L ≥ 3) with `order` modes each.
+
+    Returns `(poles, residues, direct, error)`: complex `(..., order)` λ and R, real `(...)` h_0, and the relative
+    L2 error ‖h - ĥ‖ / ‖h‖ per filter `(...)` (float64)."""
+    if isinstance(order, bool) or not isinstance(order, int) or order <= 0:
+        raise MixerInputError(f"fit_modal: order must be a positive integer, got {order!r}")
+    length = filters.shape[-1]
+    tail = filters.detach().to(torch.float64)[..., 1:]                     # h_1 .. h_{L-1}
+    count = tail.shape[-1]
+    if count < 2 * order:
+        raise MixerInputError(f"fit_modal: {order} modes need a filter of at least {2 * order + 1} taps, "
+                              f"got {length}")
+    pencil = min(count // 2, max(2 * order, 128)) if pencil is None else pencil
+    rows = count - pencil
+    hankel = tail.unfold(-1, pencil + 1, 1)[..., :rows, :]                  # Y[i, j] = h_{1+i+j}, (rows, P+1)
+    _, _, vh = torch.linalg.svd(hankel, full_matrices=False)
+    basis = vh[..., :order, :].transpose(-1, -2).to(torch.complex128)       # (P+1, d) dominant right vectors
+    shift = torch.linalg.pinv(basis[..., :-1, :]) @ basis[..., 1:, :]      # V1⁺ V2
+    poles = torch.linalg.eigvals(shift)
+    radius = poles.abs()
+    poles = torch.where(radius > max_radius, poles / radius * max_radius, poles)
+    residues = _residues(tail, poles)
+    fitted = modal_filter(poles, residues, filters[..., 0].detach().to(torch.float64), length)
+    reference = filters.detach().to(torch.float64)
+    error = (fitted - reference).norm(dim=-1) / reference.norm(dim=-1).clamp_min(1e-300)
+    return poles, residues, filters[..., 0].detach().to(torch.float64), error
+
+
+def _residues(tail: Tensor, poles: Tensor) -> Tensor:
+    """Least-squares R for h_t ≈ Re Σ R_k λ_k^{t-1}, t = 1..L-1, over real and imaginary parts of R."""
+    t = torch.arange(tail.shape[-1], dtype=torch.float64, device=tail.device)
+    vandermonde = poles[..., None, :] ** t[:, None]                           # (..., L-1, d)
+    design = torch.cat([vandermonde.real, -vandermonde.imag], dim=-1)         # Re(R λ^t) = Re R Re λ^t - Im R Im λ^t
+    solution = torch.linalg.lstsq(design, tail[..., None], driver="gelsd" if tail.device.type == "cpu" else None)
+    parts = solution.solution[..., 0]
+    order = poles.shape[-1]
+    return torch.complex(parts[..., :order], parts[..., order:])
+
+
+def modal_filter(poles: Tensor, residues: Tensor, direct: Tensor, length: int) -> Tensor:
+    """ĥ_0 = direct, ĥ_t = Re Σ R λ^{t-1}: the filter of a modal realization, `(..., length)` real."""
+    t = torch.arange(max(length - 1, 0), dtype=poles.real.dtype, device=poles.device)
+    modal = (residues[..., None, :] * poles[..., None, :] ** t[:, None]).sum(-1).real
+    return torch.cat([direct[..., None], modal], dim=-1)
