@@ -141,3 +141,15 @@ def test_modal_sum_blocks_equal_the_full_vandermonde(monkeypatch):
     for block in (1, 5, 23, 64):
         monkeypatch.setattr(kernels, "MODAL_CHUNK", block)
         torch.testing.assert_close(kernels.modal_sum(weights, dt_a, 23), want, rtol=1e-12, atol=1e-12)
+
+
+def test_hyena_filter_cache_never_serves_stale_taps():
+    mixer = _double("hyena", filter_width=8)
+    with torch.no_grad():
+        first = mixer.filters(10).clone()
+        torch.testing.assert_close(mixer.filters(4), first[..., :4])     # a prefix of the cached filter
+        mixer.filter.ffn[0].weight.add_(0.5)                               # an in-place update of the weights
+        changed = mixer.filters(10)
+    assert not torch.allclose(changed, first)
+    torch.testing.assert_close(changed, mixer.filters(10).detach())
+    torch.testing.assert_close(mixer.filters(7), mixer.filter._filter(7).unflatten(0, (2, 6)))

@@ -90,6 +90,20 @@ class HyenaFilter(KernelGenerator):
         return torch.cat([tau, angles.cos(), angles.sin()], dim=-1)
 
     def forward(self, length: int) -> Tensor:
+        if torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()):
+            return self._filter(length)
+        # Inference (a stream asks for one more tap per token): h_t does not depend on the length asked for, so
+        # the longest filter made with these exact parameter values is reused — keyed by each parameter's
+        # storage and in-place version, so an update of the weights is never served stale taps.
+        key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in self.parameters())
+        cached = self.__dict__.get("_cached_filter")
+        if cached is None or cached[0] != key or cached[1].shape[-1] < length:
+            longer = max(length, 2 * cached[1].shape[-1]) if cached is not None and cached[0] == key else length
+            cached = (key, self._filter(longer))
+            self.__dict__["_cached_filter"] = cached
+        return cached[1][..., :length]
+
+    def _filter(self, length: int) -> Tensor:
         like = self.ffn[0].weight
         tau = _positions(length, self.kernel_length, like)
         hidden = self.ffn[:-1](self.positional_encoding(tau))                 # (length, width)
@@ -97,14 +111,14 @@ class HyenaFilter(KernelGenerator):
         return h * self.window(tau)
 
     def window(self, tau: Tensor) -> Tensor:
-        """exp(-α_c τ_t) + shift, `(channels, length)`. It has no parameters, so the last one is reused while
-        the length, dtype and device stay the same (a model trained at one length computes it once)."""
-        key = (tau.shape[0], tau.dtype, tau.device, self.shift)
+        """exp(-α_c τ_t) + shift, `(channels, length)`. It has no parameters, so the longest one made is reused
+        (sliced) while the dtype and device stay the same."""
+        length, key = tau.shape[0], (tau.dtype, tau.device, self.shift)
         cached = self.__dict__.get("_window")
-        if cached is None or cached[0] != key:
+        if cached is None or cached[0] != key or cached[1].shape[-1] < length:
             window = torch.exp(-self.rates.to(tau.dtype)[:, None] * tau.T) + self.shift
             self.__dict__["_window"] = cached = (key, window)
-        return cached[1]
+        return cached[1][..., :length]
 
 
 class ModalKernel(KernelGenerator):
