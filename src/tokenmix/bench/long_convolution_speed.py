@@ -3,13 +3,17 @@
     python -m tokenmix.bench.long_convolution_speed op      [--lengths 4096,16384,65536] [--threads 2]
     python -m tokenmix.bench.long_convolution_speed hyena   [--lengths 1024,4096,16384,65536]
     python -m tokenmix.bench.long_convolution_speed scaling [--lengths 4096,16384,65536] [--mixers hyena,s4d]
+    python -m tokenmix.bench.long_convolution_speed distill [--lengths 16384] [--orders 16,32,64]
 
 * `op`: `fft_conv(impl="fft")` against the bare transforms (one `rfft` of the input and one `irfft` of the product
   with the kernel spectrum computed beforehand; and the same plus the kernel's `rfft`, which a kernel generated
   per call needs), D = 256, same sizes, same run;
 * `hyena`: the Hyena mixer (order 2, D = 256) against the attention mixer (4 heads of 64, causal, SDPA) and the
   bare causal SDPA op on (1, 4, L, 64);
-* `scaling`: every long-conv mixer at D = 256; the fitted exponent of time in L (least squares on log-log).
+* `scaling`: every long-conv mixer at D = 256; the fitted exponent of time in L (least squares on log-log);
+* `distill`: a Hyena (D = 256, `kernel_length` = L) distilled by `to_recurrent(order)`: filter and output relative
+  errors on a random input of length L, and one `step` at position L of the exact (cached-input) mixer against
+  the distilled (modal recurrence) one.
 
 Prints Markdown tables of milliseconds (torch.utils.benchmark, median), all numbers of a table from one run.
 """
@@ -89,15 +93,36 @@ def scaling(lengths: list[int], mixers: list[str]) -> None:
         print(f"| {name} | " + " | ".join(f"{t * 1e3:.1f}" for t in times) + f" | {slope:.2f} |")
 
 
+def distill(lengths: list[int], orders: list[int]) -> None:
+    print("| L | order | filter error (median / max) | output error | exact step (ms) | distilled step (ms) "
+          "| speed-up |\n|---|---|---|---|---|---|---|")
+    for length in lengths:
+        torch.manual_seed(0)
+        exact = tokenmix.create("hyena", DIM, kernel_length=length).eval()
+        x = torch.randn(1, length + 1, DIM)
+        y = exact(x[:, :length])
+        _, state = exact(x[:, :length], return_state=True)
+        t_exact = _time(lambda s: exact.step(x[:, length], s), state, min_run_time=2.0)
+        for order in orders:
+            fast = exact.to_recurrent(order)
+            error = fast.filter_error
+            output_error = ((fast(x[:, :length]) - y).norm() / y.norm()).item()
+            _, fast_state = fast(x[:, :length], return_state=True)
+            t_fast = _time(lambda s: fast.step(x[:, length], s), fast_state)
+            print(f"| {length} | {order} | {error.median().item():.2e} / {error.max().item():.2e} | "
+                  f"{output_error:.2e} | {t_exact * 1e3:.2f} | {t_fast * 1e3:.3f} | {t_exact / t_fast:.0f}× |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("part", choices=("op", "hyena", "scaling"))
+    parser.add_argument("part", choices=("op", "hyena", "scaling", "distill"))
+    parser.add_argument("--orders", default="16,32,64")
     parser.add_argument("--lengths", default=None)
     parser.add_argument("--mixers", default=",".join(LONG_CONV_MIXERS))
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     a = parser.parse_args()
     torch.set_num_threads(a.threads)
-    default = "1024,4096,16384,65536" if a.part == "hyena" else "4096,16384,65536"
+    default = {"hyena": "1024,4096,16384,65536", "distill": "16384"}.get(a.part, "4096,16384,65536")
     lengths = [int(n) for n in (a.lengths or default).split(",")]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, B=1, D={DIM}, fp32, forward, no grad\n")
     with torch.no_grad():
@@ -105,6 +130,8 @@ def main() -> None:
             op(lengths)
         elif a.part == "hyena":
             hyena(lengths)
+        elif a.part == "distill":
+            distill(lengths, [int(o) for o in a.orders.split(",")])
         else:
             scaling(lengths, a.mixers.split(","))
 

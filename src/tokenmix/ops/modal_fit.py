@@ -22,22 +22,35 @@ from torch import Tensor
 from tokenmix.errors import MixerInputError
 
 
+FIT_BATCH = 16        # filters fitted at once: bounds the Vandermonde matrix to (16, L, 2d)
+MAX_HANKEL_ROWS = 4096  # the poles are read from the first ~4K taps; residues use every tap
+
+
 def fit_modal(filters: Tensor, order: int, *, pencil: int | None = None, max_radius: float = 1.0 - 1e-6
               ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Fit `filters: (..., L)` (L ≥ 3) with `order` modes each.
+    """Fit `filters: (..., L)` with `order` modes each (L ≥ 2·order + 1).
 
     Returns `(poles, residues, direct, error)`: complex `(..., order)` λ and R, real `(...)` h_0, and the relative
     L2 error ‖h - ĥ‖ / ‖h‖ per filter `(...)` (float64)."""
     if isinstance(order, bool) or not isinstance(order, int) or order <= 0:
         raise MixerInputError(f"fit_modal: order must be a positive integer, got {order!r}")
     length = filters.shape[-1]
-    tail = filters.detach().to(torch.float64)[..., 1:]                     # h_1 .. h_{L-1}
-    count = tail.shape[-1]
-    if count < 2 * order:
+    if length - 1 < 2 * order:
         raise MixerInputError(f"fit_modal: {order} modes need a filter of at least {2 * order + 1} taps, "
                               f"got {length}")
+    flat = filters.detach().to(torch.float64).reshape(-1, length)
+    parts = [_fit(flat[i:i + FIT_BATCH], order, pencil, max_radius) for i in range(0, flat.shape[0], FIT_BATCH)]
+    poles, residues, direct, error = (torch.cat(p).reshape(*filters.shape[:-1], *p[0].shape[1:])
+                                      for p in zip(*parts))
+    return poles, residues, direct, error
+
+
+def _fit(reference: Tensor, order: int, pencil: int | None, max_radius: float):
+    length = reference.shape[-1]
+    tail = reference[..., 1:]                                               # h_1 .. h_{L-1}
+    count = tail.shape[-1]
     pencil = min(count // 2, max(2 * order, 128)) if pencil is None else pencil
-    rows = count - pencil
+    rows = min(count - pencil, MAX_HANKEL_ROWS)
     hankel = tail.unfold(-1, pencil + 1, 1)[..., :rows, :]                  # Y[i, j] = h_{1+i+j}, (rows, P+1)
     _, _, vh = torch.linalg.svd(hankel, full_matrices=False)
     basis = vh[..., :order, :].transpose(-1, -2).to(torch.complex128)       # (P+1, d) dominant right vectors
@@ -46,10 +59,10 @@ def fit_modal(filters: Tensor, order: int, *, pencil: int | None = None, max_rad
     radius = poles.abs()
     poles = torch.where(radius > max_radius, poles / radius * max_radius, poles)
     residues = _residues(tail, poles)
-    fitted = modal_filter(poles, residues, filters[..., 0].detach().to(torch.float64), length)
-    reference = filters.detach().to(torch.float64)
+    direct = reference[..., 0]
+    fitted = modal_filter(poles, residues, direct, length)
     error = (fitted - reference).norm(dim=-1) / reference.norm(dim=-1).clamp_min(1e-300)
-    return poles, residues, filters[..., 0].detach().to(torch.float64), error
+    return poles, residues, direct, error
 
 
 def _residues(tail: Tensor, poles: Tensor) -> Tensor:

@@ -47,14 +47,15 @@ class ModalFilters(KernelGenerator):
             "distilled, recurrent form of a Hyena (O(d) state and work per token).",
 )
 class LaughingHyena(LongConvMixer):
-    """Order-N Hyena (`hyena`'s projections, short convolution and gates) with each long filter a diagonal
-    state space of d complex modes per channel:
+    """Order-N Hyena (`hyena`'s projections, short convolution and gates) with each long filter a direct tap and
+    a diagonal state space of d complex modes per channel:
 
-        z^{n+1}_t = x^n_t · (Σ_{j≥0} K^n_j z^n_{t-j} + e^n ⊙ z^n_t),   K_t = 2 Re Σ_k C_k λ_k^t,
+        z^{n+1}_t = x^n_t · (e^n ⊙ z^n_t + Σ_{j≥1} K^n_j z^n_{t-j}),   K_j = 2 Re Σ_k C_k λ_k^{j-1},
         λ_k = exp(-exp(a_k) + iθ_k)  (|λ| < 1: stable by construction)
 
-    It streams through the recurrence s_t = λ s_{t-1} + z_t, output 2 Re(C s_t) + e z_t. `Hyena.to_recurrent`
-    fills λ, C, e from a modal fit of a Hyena's filters; built directly, the modes start at random stable poles."""
+    It streams through the recurrence s_t = λ s_{t-1} + z_{t-1} (the input one step late), output
+    2 Re(C s_t) + e z_t. `Hyena.to_recurrent` fills λ, C = R/2, e = h_0 from a modal fit of a Hyena's filters;
+    built directly, the modes start at random stable poles."""
 
     def __init__(self, dim: int, *, order: int = 2, short_kernel: int = 3, state_size: int = 16,
                  impl: str = "auto", causal: bool | None = None) -> None:
@@ -75,7 +76,8 @@ class LaughingHyena(LongConvMixer):
         width = (self.order + 1) * self.dim
         return {"short": torch.zeros(batch_size, width, self.short_kernel - 1, device=device, dtype=dtype),
                 "modes": torch.zeros(batch_size, self.order, self.dim, self.state_size, 2, device=device,
-                                     dtype=dtype)}
+                                     dtype=dtype),
+                "last": torch.zeros(batch_size, self.order, self.dim, 1, device=device, dtype=dtype)}
 
     def _mix(self, x: Tensor, state: State | None) -> tuple[Tensor, State | None]:
         u = self.in_proj(x).transpose(1, 2).contiguous()
@@ -84,16 +86,20 @@ class LaughingHyena(LongConvMixer):
         log_pole, c = self.modes()
         modes = None if state is None else _complex_state(state["modes"].to(compute_dtype(x, log_pole.real)))
         impl = ("recurrent" if x.shape[1] == 1 else "fft") if self.impl == "auto" else self.impl
-        z, finals = v, []
+        z, finals, lasts = v, [], []
         for n, gate in enumerate(gates):
-            y, final = diagonal_ssm(z, log_pole[n], torch.ones_like(log_pole[n]), c[n],
+            previous = z.new_zeros(*z.shape[:-1], 1) if state is None else state["last"][:, n].to(z.dtype)
+            delayed = torch.cat([previous, z[..., :-1]], dim=-1)                    # z_{t-1}
+            y, final = diagonal_ssm(delayed, log_pole[n], torch.ones_like(log_pole[n]), c[n],
                                     None if modes is None else modes[:, n], impl)
+            lasts.append(z[..., -1:])
             z = gate * (y.to(x.dtype) + self.direct[n, :, None] * z)
             finals.append(final)
         y = self.out(z.transpose(1, 2))
         if state is None:
             return y, None
-        return y, {"short": short, "modes": _real_state(torch.stack(finals, dim=1), state["modes"].dtype)}
+        return y, {"short": short, "modes": _real_state(torch.stack(finals, dim=1), state["modes"].dtype),
+                   "last": torch.stack(lasts, dim=1).to(state["last"].dtype)}
 
 
 def distill(hyena, order: int, length: int | None = None) -> LaughingHyena:
@@ -106,11 +112,8 @@ def distill(hyena, order: int, length: int | None = None) -> LaughingHyena:
     with torch.no_grad():
         filters = with_skip(hyena.filters(length), hyena.skip)                          # (N, D, L)
     poles, residues, direct, error = fit_modal(filters, order)
-    poles = torch.polar(poles.abs().clamp_min(1e-4), poles.angle())                   # no pole at 0 (log λ)
-    # ĥ_t = Re Σ R λ^{t-1} (t ≥ 1) is K_t = 2 Re Σ C λ^t with C = R / (2λ), whose tap 0 is Re Σ R/λ: the
-    # direct term e makes up the difference to h_0.
-    c = residues / (2 * poles)
-    e = direct - (residues / poles).real.sum(-1)
+    poles = torch.polar(poles.abs().clamp_min(1e-12), poles.angle())                  # log λ must exist
+    c, e = residues / 2, direct                   # ĥ_t = Re Σ R λ^{t-1} = 2 Re Σ C λ^{t-1} (t ≥ 1), ĥ_0 = e
     mixer = LaughingHyena(hyena.dim, order=hyena.order, short_kernel=hyena.short_kernel, state_size=order,
                           impl=hyena.impl)
     reference = next(hyena.parameters())
