@@ -1,0 +1,104 @@
+"""The machine's limits, measured in the same run as the mixers: matmul FLOP/s and memory bandwidth.
+
+A mixer's *useful FLOPs* are counted with `torch.utils.flop_counter.FlopCounterMode`, which counts the matrix
+products (mm, bmm, addmm, baddbmm, convolutions, scaled-dot-product attention and their backward) and nothing
+else: element-wise work, reductions, FFTs and scans count 0, and a causal attention is counted as the full
+square, as PyTorch's formulas do (the flash kernels skip the masked half, so attention's fraction reads up to 2×
+high at long lengths). The CPU flash-attention kernel, which PyTorch leaves uncounted, gets the CUDA kernels'
+formula here. FLOPs / time / the device's matmul FLOP/s is then the
+fraction of the machine's matmul limit the mixer reaches; memory-bound mixers sit far below it by nature, which is
+why the bandwidth is reported beside it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch.utils import benchmark
+
+
+@dataclass(frozen=True)
+class MachineLimits:
+    """Matmul FLOP/s per dtype (keyed by its name, e.g. "float32") and copy bandwidth in bytes/s."""
+
+    device: str
+    threads: int
+    matmul_flops: dict[str, float] = field(default_factory=dict)
+    bandwidth: float = float("nan")
+    matmul_size: int = 0
+    copy_bytes: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"device": self.device, "threads": self.threads, "matmul_flops": dict(self.matmul_flops),
+                "bandwidth": self.bandwidth, "matmul_size": self.matmul_size, "copy_bytes": self.copy_bytes}
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def measure_machine(device: torch.device | str = "cpu", dtypes: Iterable[torch.dtype] = (torch.float32,), *,
+                    threads: int | None = None, min_run_time: float = 0.3, matmul_size: int | None = None,
+                    copy_bytes: int | None = None) -> MachineLimits:
+    """Time an n×n matmul per dtype (2n³ FLOPs) and a large copy (reads and writes its bytes once each).
+
+    Defaults: n = 2048 and 128 MiB on a CPU (past the last-level cache of common server CPUs), n = 8192 and 1 GiB
+    on a GPU. The numbers are what PyTorch reaches with its own kernels on this machine, not the vendor's peak.
+    """
+    device = torch.device(device)
+    threads = threads or torch.get_num_threads()
+    on_gpu = device.type == "cuda"
+    n = matmul_size or (8192 if on_gpu else 2048)
+    copy_bytes = copy_bytes or ((1 << 30) if on_gpu else (128 << 20))
+    flops: dict[str, float] = {}
+    for dtype in dict.fromkeys(dtypes):
+        a = torch.randn(n, n, device=device).to(dtype)
+        b = torch.randn(n, n, device=device).to(dtype)
+        seconds = _median_seconds(lambda: torch.mm(a, b), threads, min_run_time)
+        flops[dtype_name(dtype)] = 2 * n ** 3 / seconds
+        del a, b
+    elements = copy_bytes // 4
+    source = torch.ones(elements, device=device)
+    target = torch.empty_like(source)
+    seconds = _median_seconds(lambda: target.copy_(source), threads, min_run_time)
+    bandwidth = 2 * elements * 4 / seconds
+    return MachineLimits(str(device), threads, flops, bandwidth, n, elements * 4)
+
+
+def _median_seconds(call: Callable[[], Any], threads: int, min_run_time: float) -> float:
+    call()  # first use: kernel selection, page faults of fresh buffers
+    timer = benchmark.Timer(stmt="call()", globals={"call": call}, num_threads=threads)
+    return timer.blocked_autorange(min_run_time=min_run_time).median
+
+
+def count_flops(call: Callable[[], Any]) -> int:
+    """The matmul-type FLOPs of one `call()` (forward, and backward when the call runs it)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False, custom_mapping=_cpu_attention_formulas())
+    with counter:
+        call()
+    return int(counter.get_total_flops())
+
+
+def _cpu_attention_formulas() -> dict[Any, Callable[..., int]]:
+    """PyTorch counts its CUDA attention kernels but not the CPU flash kernel that `scaled_dot_product_attention`
+    runs on a CPU; these give it the same formulas (the full L × L square, as on CUDA)."""
+    from torch.utils.flop_counter import sdpa_backward_flop_count, sdpa_flop_count
+
+    aten = torch.ops.aten
+    formulas: dict[Any, Callable[..., int]] = {}
+    if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu"):
+        def forward(query, key, value, *args, out_shape=None, **kwargs) -> int:
+            return sdpa_flop_count(query, key, value)
+
+        formulas[aten._scaled_dot_product_flash_attention_for_cpu] = forward
+    if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu_backward"):
+        def backward(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:
+            return sdpa_backward_flop_count(grad_out, query, key, value)
+
+        formulas[aten._scaled_dot_product_flash_attention_for_cpu_backward] = backward
+    return formulas
