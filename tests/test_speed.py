@@ -202,3 +202,33 @@ def test_report_tables_markdown_and_plot(store, tmp_path):
     markdown = paths[0].read_text()
     assert "| attention |" in markdown and "![time and memory against length](speed-fwd" in markdown
     assert all(path.stat().st_size > 1000 and path.read_bytes()[:4] == b"\x89PNG" for path in paths[1:])
+
+
+def test_the_speed_command_and_report_speed(tmp_path):
+    from typer.testing import CliRunner
+
+    from tokenmix.cli import app
+
+    runner = CliRunner()
+    database, out = tmp_path / "r.sqlite", tmp_path / "out"
+    common = ["--db", str(database), "--out", str(out)]
+    result = runner.invoke(app, ["speed", "--mixers", "attention,gla", "--lengths", "8..32", "--dim", "16",
+                                 "--heads", "2", "--device", "cpu", "--threads", "1", "--min-run-time", "0.005",
+                                 "-o", "gla.chunk_size=8", "--pairs", "attention:gla", "--no-progress", *common])
+    assert result.exit_code == 0, result.output
+    assert "6 points measured, 0 already finished, 0 failed" in result.output
+    assert "crossover: attention vs gla" in result.output and "exponent (long L)" in result.output
+    assert "gla (chunk_size=8)" in result.output
+    assert (out / "speed.md").exists()
+    rows = ResultsStore(database).rows(kind="speed")
+    assert len(rows) == 6 and {r["config"]["options"].get("chunk_size") for r in rows} == {None, 8}
+
+    result = runner.invoke(app, ["report", "--speed", *common])
+    assert result.exit_code == 0, result.output
+    assert "time per call" in result.output and "speed report written to" in result.output
+
+    for bad, fragment in ((["--mixers", "atention"], "unknown mixer"), (["--lengths", "4k..1k"], "range"),
+                          (["--mode", "back"], "unknown mode"), (["-o", "chunk_size=8"], "mixer.key=value"),
+                          (["--pairs", "attention"], "a:b")):
+        result = runner.invoke(app, ["speed", *bad, *common])
+        assert result.exit_code == 2 and result.output.startswith("error: ") and fragment in result.output, bad

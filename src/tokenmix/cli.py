@@ -188,18 +188,91 @@ def bench(
 
 @app.command()
 @user_errors
+def speed(
+    mixers: str = typer.Option("attention,linear_attention,gla", help="Comma-separated mixer names."),
+    lengths: str = typer.Option("256..4k", help="Sequence lengths: 512..16k (powers of two) or 1k,3000,4k."),
+    sizes: str = typer.Option("16..64", help="Grid mixers: points per side, as --lengths."),
+    dim: int = typer.Option(256, help="Channels."),
+    heads: int = typer.Option(4, help="num_heads, for the mixers that have it."),
+    mode: str = typer.Option("fwd", help="fwd (inference), fwdbwd (forward + backward) or step (one streamed "
+                                         "token after a prefill of L - 1)."),
+    dtype: str = typer.Option("float32", help="float32, bfloat16, float16 or float64."),
+    batch: int = typer.Option(1, help="Batch size."),
+    device: str = typer.Option("auto", help="'auto' (CUDA when present), 'cpu' or 'cuda'."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads (default: torch's setting); recorded."),
+    option: Optional[list[str]] = typer.Option(None, "--option", "-o",
+                                               help="A mixer option, mixer.key=value (repeat)."),
+    pairs: Optional[str] = typer.Option(None, help="Crossovers to report, a:b,c:d (default: every pair of up "
+                                                   "to four mixers, else each against the first)."),
+    min_run_time: float = typer.Option(0.2, help="Seconds of timed calls per point."),
+    max_seconds: float = typer.Option(60.0, help="A call slower than this (or predicted to be) fails its point."),
+    db: Optional[Path] = typer.Option(None, help="Results database (default: $TOKENMIX_DB or the cache folder)."),
+    out: Path = typer.Option(Path("results"), help="Folder of speed.md and the plots."),
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Time and peak memory of mixers as the length grows; fitted exponents, crossovers, the machine's limits."""
+    import time
+
+    from tokenmix.bench import ResultsStore
+    from tokenmix.bench.speed import SpeedSettings, parse_lengths, sweep
+
+    options: dict[str, dict[str, Any]] = {}
+    for key, value in parse_assignments(option, "--option").items():
+        mixer_name, dot, name = key.partition(".")
+        if not dot or not mixer_name or not name:
+            raise MixerInputError(f"--option must look like mixer.key=value, got {key!r}")
+        options.setdefault(mixer_name, {})[name] = value
+    pair_list = None
+    if pairs:
+        pair_list = [tuple(part.strip() for part in pair.split(":")) for pair in pairs.split(",") if pair.strip()]
+        if any(len(pair) != 2 or not all(pair) for pair in pair_list):
+            raise MixerInputError(f"--pairs must look like a:b,c:d, got {pairs!r}")
+    settings = SpeedSettings(
+        mixers=tuple(name.strip() for name in mixers.split(",") if name.strip()), lengths=parse_lengths(lengths),
+        sizes=parse_lengths(sizes), dim=dim, heads=heads, mode=mode, dtype=dtype, batch=batch, device=device,
+        threads=threads, options=options, min_run_time=min_run_time, max_seconds=max_seconds)
+    console = _console()
+    store = ResultsStore(db)
+    start = time.perf_counter()
+    outcome = sweep(settings, store, console=console, progress=progress)
+    console.print(f"{outcome.measured} points measured, {outcome.skipped} already finished, {outcome.failed} failed "
+                  f"in {time.perf_counter() - start:.0f} s; results in {store.path}")
+    _speed_report(store, out, console, outcome.run_ids, pair_list)
+
+
+def _speed_report(store: Any, out: Path, console: Console, run_ids: Optional[list[str]] = None,
+                  pairs: Optional[list[tuple[str, str]]] = None) -> None:
+    from tokenmix.bench.speed_report import load_series, terminal_report, write_speed_report
+
+    groups = load_series(store, run_ids)
+    if not groups:
+        console.print(f"no speed results in {store.path}; run `tokenmix speed` first")
+        return
+    console.print(terminal_report(groups, pairs))
+    paths = write_speed_report(store, out, run_ids, pairs)
+    console.print(f"speed report written to {paths[0]}" + (f"; plots: {', '.join(map(str, paths[1:]))}"
+                                                           if paths[1:] else ""))
+
+
+@app.command()
+@user_errors
 def report(
     db: Optional[Path] = typer.Option(None, help="Results database (default: $TOKENMIX_DB or the cache folder)."),
     out: Path = typer.Option(Path("results"), help="Folder of the Markdown report."),
+    speed: bool = typer.Option(False, "--speed", help="The speed report instead (rows of `tokenmix speed`): "
+                                                     "tables, speed.md and log-log plots."),
 ) -> None:
-    """Print the leaderboard of finished runs and write it as Markdown."""
+    """Print the leaderboard of finished runs and write it as Markdown (with --speed: the speed report)."""
     from tokenmix.bench import ResultsStore
     from tokenmix.paths import default_database
 
     path = db.expanduser() if db is not None else default_database()
     if not path.exists():  # opening it would create an empty database, which hides a mistyped path
         raise MixerInputError(f"no results database at {path}; run `tokenmix bench` or `tokenmix train` first")
-    _report(ResultsStore(path), out, _console())
+    if speed:
+        _speed_report(ResultsStore(path), out, _console())
+    else:
+        _report(ResultsStore(path), out, _console())
 
 
 def _report(store: Any, out: Path, console: Console) -> None:

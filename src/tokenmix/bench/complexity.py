@@ -145,8 +145,9 @@ def contradiction(fit: PowerFit | None, declared: list[DeclaredComplexity], what
     if any(e - TOLERANCE_BELOW <= fit.exponent <= e + TOLERANCE_ABOVE for e in expected):
         return None
     said = " or ".join(f"'{d.text}' (≈{e:.2f})" for d, e in zip(declared, expected))
+    hint = "; fixed per-call costs may still dominate at these lengths" if fit.exponent < min(expected) else ""
     return (f"{what} grows as L^{fit.exponent:.2f} over L = {fit.shortest:g}..{fit.longest:g}, "
-            f"which contradicts the declared {said}")
+            f"which contradicts the declared {said}{hint}")
 
 
 @dataclass(frozen=True)
