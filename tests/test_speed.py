@@ -232,3 +232,11 @@ def test_the_speed_command_and_report_speed(tmp_path):
                           (["--pairs", "attention"], "a:b")):
         result = runner.invoke(app, ["speed", *bad, *common])
         assert result.exit_code == 2 and result.output.startswith("error: ") and fragment in result.output, bad
+
+
+def test_a_busy_machine_is_reported(monkeypatch):
+    monkeypatch.setattr(speed_module.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(speed_module.os, "getloadavg", lambda: (2.0, 2.0, 2.0))
+    assert "busy: load average 2.0 on 2 CPUs" in speed_module.machine_is_busy(2)
+    monkeypatch.setattr(speed_module.os, "getloadavg", lambda: (0.1, 0.1, 0.1))
+    assert speed_module.machine_is_busy(2) is None

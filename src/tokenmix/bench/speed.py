@@ -20,6 +20,7 @@ the mixer's longer lengths are stored as failed without being tried; the sweep g
 from __future__ import annotations
 
 import math
+import os
 import re
 import time
 from collections.abc import Callable
@@ -354,6 +355,9 @@ def sweep(settings: SpeedSettings, store: ResultsStore, *, console: Console | No
 def _sweep(settings: SpeedSettings, store: ResultsStore, console: Console, progress: bool | None,
            device: torch.device, threads: int) -> SweepOutcome:
     points, notes = plan(settings, device, threads)
+    busy = machine_is_busy(threads) if device.type == "cpu" else None
+    if busy:
+        notes.append(busy)
     for note in notes:
         console.print(f"[yellow]{note}[/yellow]")
     dtype = DTYPES[settings.dtype]
@@ -387,8 +391,10 @@ def _sweep(settings: SpeedSettings, store: ResultsStore, console: Console, progr
                 reason = predictor.exhausted.get(point.mixer) or _predicted_failure(point, predictor, settings, device)
                 if reason:
                     raise PointFailed(reason)
+                load = load_average()
                 metrics = measure_point(point, machine, min_run_time=settings.min_run_time,
                                         max_seconds=settings.max_seconds)
+                metrics["load_average"] = load
             except KeyboardInterrupt:
                 store.fail(key, "interrupted")
                 raise
@@ -409,6 +415,24 @@ def _sweep(settings: SpeedSettings, store: ResultsStore, console: Console, progr
                     torch.cuda.empty_cache()
             bar.advance(task)
     return SweepOutcome(run_ids, machine, measured, skipped, failed, notes)
+
+
+def load_average() -> float | None:
+    """The 1-minute load average (processes running or waiting for a CPU), where the system reports one."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
+def machine_is_busy(threads: int) -> str | None:
+    """A warning when other processes already use the CPUs the sweep's threads need: each thread then waits for
+    a time slice, at every parallel region of every op, and times grow by whole scheduler quanta."""
+    load, cpus = load_average(), os.cpu_count()
+    if load is None or not cpus or load + threads <= cpus + 0.5:
+        return None
+    return (f"the machine is busy: load average {load:.1f} on {cpus} CPUs, and this sweep adds {threads} threads; "
+            f"times will be noisy and too long (fewer --threads, or a quiet machine, give cleaner numbers)")
 
 
 def _predicted_failure(point: SpeedPoint, predictor: _Predictor, settings: SpeedSettings,

@@ -157,6 +157,15 @@ def machine_line(machine: dict[str, Any] | None) -> str:
             f"{machine['bandwidth'] / 1e9:,.1f} GB/s")
 
 
+def load_line(series: list[SpeedSeries]) -> str | None:
+    """The range of the 1-minute load average while the points ran (CPU sweeps), which says how quiet it was."""
+    loads = [r["metrics"]["load_average"] for s in series for r in s.finished
+             if r["metrics"].get("load_average") is not None]
+    if not loads:
+        return None
+    return f"load average while measuring: {min(loads):.1f}–{max(loads):.1f}"
+
+
 # --- cells ----------------------------------------------------------------------------------------------------
 def _time_cell(record: dict[str, Any]) -> str:
     if record["status"] != "finished":
@@ -267,6 +276,8 @@ def terminal_report(groups: dict[tuple[Any, ...], list[SpeedSeries]], pairs: lis
                 table.add_row(*row)
             parts.append(table)
         parts.append(Text(machine_line(latest_machine(series))))
+        if load_line(series):
+            parts.append(Text(load_line(series)))
         for found in crossovers(series, pairs):
             parts.append(Text(f"crossover: {found.describe()}"))
         for warning in itertools.chain.from_iterable(s.warnings() for s in series):
@@ -296,7 +307,7 @@ def markdown(groups: dict[tuple[Any, ...], list[SpeedSeries]], database: Path,
                       "|" + "|".join("---" if i == 0 or h == "declared" else "---:" for i, h in enumerate(header)) + "|"]
             lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
             lines.append("")
-        lines += [machine_line(latest_machine(series)), ""]
+        lines += [machine_line(latest_machine(series)) + (f"; {load_line(series)}" if load_line(series) else ""), ""]
         extra = ([f"- crossover: {c.describe()}" for c in crossovers(series, pairs)]
                  + [f"- warning: {w}" for s in series for w in s.warnings()]
                  + [f"- failed: {f}" for f in _failures(series)])
