@@ -240,3 +240,24 @@ def test_a_busy_machine_is_reported(monkeypatch):
     assert "busy: load average 2.0 on 2 CPUs" in speed_module.machine_is_busy(2)
     monkeypatch.setattr(speed_module.os, "getloadavg", lambda: (0.1, 0.1, 0.1))
     assert speed_module.machine_is_busy(2) is None
+
+
+def test_flop_counts():
+    from tokenmix.bench.machine import count_flops
+
+    a, b = torch.randn(8, 16), torch.randn(16, 4)
+    assert count_flops(lambda: a @ b) == 2 * 8 * 16 * 4
+    q = k = v = torch.randn(1, 2, 32, 8)
+    full = 2 * (2 * 2 * 32 * 32 * 8)  # two products of a (32 × 8)(8 × 32)-sized attention per head
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    assert count_flops(lambda: sdpa(q, k, v)) == full
+    assert count_flops(lambda: sdpa(q, k, v, is_causal=True)) == full * 33 // 64  # the lower triangle
+
+
+def test_machine_limits_are_measured():
+    from tokenmix.bench.machine import measure_machine
+
+    limits = measure_machine("cpu", (torch.float32, torch.bfloat16), min_run_time=0.005, matmul_size=64,
+                             copy_bytes=1 << 16)
+    assert set(limits.matmul_flops) == {"float32", "bfloat16"} and all(v > 0 for v in limits.matmul_flops.values())
+    assert limits.bandwidth > 0 and limits.as_dict()["matmul_size"] == 64

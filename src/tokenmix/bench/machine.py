@@ -2,10 +2,10 @@
 
 A mixer's *useful FLOPs* are counted with `torch.utils.flop_counter.FlopCounterMode`, which counts the matrix
 products (mm, bmm, addmm, baddbmm, convolutions, scaled-dot-product attention and their backward) and nothing
-else: element-wise work, reductions, FFTs and scans count 0, and a causal attention is counted as the full
-square, as PyTorch's formulas do (the flash kernels skip the masked half, so attention's fraction reads up to 2×
-high at long lengths). The CPU flash-attention kernel, which PyTorch leaves uncounted, gets the CUDA kernels'
-formula here. FLOPs / time / the device's matmul FLOP/s is then the
+else: element-wise work, reductions, FFTs and scans count 0. The fused attention kernels get formulas of their own
+here: a causal attention counts its lower triangle, the work a causal kernel must do (PyTorch's formulas count the
+full square, and leave the CPU flash kernel out). Chunked and masked forms written with matmuls count what they
+multiply, masked zeros included. FLOPs / time / the device's matmul FLOP/s is then the
 fraction of the machine's matmul limit the mixer reaches; memory-bound mixers sit far below it by nature, which is
 why the bandwidth is reported beside it.
 """
@@ -78,27 +78,50 @@ def count_flops(call: Callable[[], Any]) -> int:
     """The matmul-type FLOPs of one `call()` (forward, and backward when the call runs it)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    counter = FlopCounterMode(display=False, custom_mapping=_cpu_attention_formulas())
+    counter = FlopCounterMode(display=False, custom_mapping=_attention_formulas())
     with counter:
         call()
     return int(counter.get_total_flops())
 
 
-def _cpu_attention_formulas() -> dict[Any, Callable[..., int]]:
-    """PyTorch counts its CUDA attention kernels but not the CPU flash kernel that `scaled_dot_product_attention`
-    runs on a CPU; these give it the same formulas (the full L × L square, as on CUDA)."""
+_ATTENTION_KERNELS = ("_scaled_dot_product_flash_attention", "_scaled_dot_product_efficient_attention",
+                      "_scaled_dot_product_cudnn_attention", "_scaled_dot_product_flash_attention_for_cpu")
+
+
+def _attention_formulas() -> dict[Any, Callable[..., int]]:
+    """Formulas for the fused attention kernels behind `scaled_dot_product_attention`, forward and backward, that
+    count a causal square attention as its lower triangle, (L + 1) / 2L of the square: the work a causal kernel
+    has to do. PyTorch's own formulas count the full square, and leave the CPU flash kernel out."""
     from torch.utils.flop_counter import sdpa_backward_flop_count, sdpa_flop_count
 
     aten = torch.ops.aten
     formulas: dict[Any, Callable[..., int]] = {}
-    if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu"):
-        def forward(query, key, value, *args, out_shape=None, **kwargs) -> int:
-            return sdpa_flop_count(query, key, value)
-
-        formulas[aten._scaled_dot_product_flash_attention_for_cpu] = forward
-    if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu_backward"):
-        def backward(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:
-            return sdpa_backward_flop_count(grad_out, query, key, value)
-
-        formulas[aten._scaled_dot_product_flash_attention_for_cpu_backward] = backward
+    for name in _ATTENTION_KERNELS:
+        for suffix, count, tensors in (("", sdpa_flop_count, 3), ("_backward", sdpa_backward_flop_count, 4)):
+            packet = getattr(aten, name + suffix, None)
+            if packet is None:
+                continue
+            formulas[packet] = _causal_formula(count, tensors, _argument_index(packet.default, "is_causal"))
     return formulas
+
+
+def _argument_index(overload: Any, name: str) -> int | None:
+    for index, argument in enumerate(overload._schema.arguments):
+        if argument.name == name:
+            return index
+    return None
+
+
+def _causal_formula(count: Callable[..., int], tensors: int, causal_index: int | None) -> Callable[..., int]:
+    def formula(*args: Any, out_shape: Any = None, **kwargs: Any) -> int:
+        flops = count(*args[:tensors])
+        causal = kwargs.get("is_causal", False)
+        if causal_index is not None and causal_index < len(args):
+            causal = args[causal_index]
+        query_shape, key_shape = args[tensors - 3], args[tensors - 2]
+        length = query_shape[-2]
+        if causal and length == key_shape[-2]:
+            flops = flops * (length + 1) // (2 * length)
+        return flops
+
+    return formula
