@@ -189,7 +189,7 @@ def bench(
 @app.command()
 @user_errors
 def speed(
-    mixers: str = typer.Option("attention,linear_attention,gla", help="Comma-separated mixer names."),
+    mixers: str = typer.Option("attention,linear_attention,gla", help="Comma-separated mixer names, or all."),
     lengths: str = typer.Option("256..4k", help="Sequence lengths: 512..16k (powers of two) or 1k,3000,4k."),
     sizes: str = typer.Option("16..64", help="Grid mixers: points per side, as --lengths."),
     dim: int = typer.Option(256, help="Channels."),
