@@ -261,3 +261,10 @@ def test_machine_limits_are_measured():
                              copy_bytes=1 << 16)
     assert set(limits.matmul_flops) == {"float32", "bfloat16"} and all(v > 0 for v in limits.matmul_flops.values())
     assert limits.bandwidth > 0 and limits.as_dict()["matmul_size"] == 64
+
+
+def test_all_means_every_registered_mixer():
+    import tokenmix
+
+    points, _ = plan(SpeedSettings(mixers=("all",), **{**TINY, "lengths": (8,), "sizes": (4,)}), torch.device("cpu"), 1)
+    assert {point.mixer for point in points} == set(tokenmix.available())

@@ -79,7 +79,7 @@ def parse_lengths(text: str) -> tuple[int, ...]:
 class SpeedSettings:
     """A sweep: mixers × lengths (grid mixers × sizes) in one setting."""
 
-    mixers: tuple[str, ...] = DEFAULT_MIXERS
+    mixers: tuple[str, ...] = DEFAULT_MIXERS  # ("all",): every registered mixer
     lengths: tuple[int, ...] = parse_lengths(DEFAULT_LENGTHS)
     sizes: tuple[int, ...] = parse_lengths(DEFAULT_SIZES)
     dim: int = 256
@@ -159,7 +159,8 @@ def plan(settings: SpeedSettings, device: torch.device, threads: int) -> tuple[l
     mixers and bad options fail here, before anything is timed."""
     points, notes = [], []
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
-    for name in dict.fromkeys(settings.mixers):
+    names = tokenmix.available() if settings.mixers == ("all",) else settings.mixers
+    for name in dict.fromkeys(names):
         spec = tokenmix.spec(name)
         first = settings.lengths[0] if spec.layout == "sequence" else settings.sizes[0]
         probe = tokenmix.create(name, settings.dim, **mixer_options(name, settings, first))  # bad options fail now

@@ -116,7 +116,7 @@ def setting_title(setting: tuple[Any, ...]) -> str:
     heads = f", {s['heads']} heads" if s.get("heads") else ""
     grid = "grid mixers (length = grid points), " if setting[-1] == "grid" else ""
     return (f"{grid}{s['mode']}, {s['dtype']}, batch {s['batch']}, dim {s['dim']}{heads}, "
-            f"{s['device']} ({s['device_name']}), {s['threads']} threads")
+            f"{s['device']} ({s['device_name']}), {s['threads']} thread{'' if s['threads'] == 1 else 's'}")
 
 
 ALL_PAIRS_UP_TO = 4
@@ -359,7 +359,7 @@ def plot(series: list[SpeedSeries], path: Path, title: str, pairs: list[tuple[st
         fit_time = _interpolate(first.lengths(), first.times(), found.length)
         time_axis.plot([found.length], [fit_time], marker="X", markersize=11, color="black", zorder=5)
         time_axis.annotate(f"{found.first} = {found.second}\nL ≈ {found.length:,.0f}", (found.length, fit_time),
-                           textcoords="offset points", xytext=(6, -22), fontsize=8)
+                           textcoords="offset points", xytext=(-8, 8), ha="right", fontsize=8)
         time_axis.axvline(found.length, color="gray", linestyle=":", linewidth=1)
     for axis, label in ((time_axis, "time per call (s)"), (memory_axis, "peak memory (MiB)")):
         axis.set_xscale("log", base=2)
