@@ -268,3 +268,33 @@ def test_all_means_every_registered_mixer():
 
     points, _ = plan(SpeedSettings(mixers=("all",), **{**TINY, "lengths": (8,), "sizes": (4,)}), torch.device("cpu"), 1)
     assert {point.mixer for point in points} == set(tokenmix.available())
+
+
+def test_flop_counts_through_backward_and_modules_that_return_views_of_parameters():
+    from tokenmix.bench.machine import count_flops
+
+    layer = torch.nn.Linear(16, 8, bias=False)
+    x = torch.randn(4, 16, requires_grad=True)
+    assert count_flops(lambda: layer(x).sum().backward()) == 3 * 2 * 4 * 16 * 8  # forward, grad input, grad weight
+
+    class Parameters(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.randn(16, 8))
+
+        def forward(self) -> torch.Tensor:
+            # under no_grad a view of a parameter requires grad and has no grad_fn, which FlopCounterMode's module
+            # hooks reject (laughing_hyena's modal filters return such views)
+            return self.weight.view(16, 8)
+
+    class User(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.parameters_of = Parameters()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x @ self.parameters_of()
+
+    user = User()
+    with torch.no_grad():
+        assert count_flops(lambda: user(x)) == 2 * 4 * 16 * 8

@@ -1,6 +1,6 @@
 """The machine's limits, measured in the same run as the mixers: matmul FLOP/s and memory bandwidth.
 
-A mixer's *useful FLOPs* are counted with `torch.utils.flop_counter.FlopCounterMode`, which counts the matrix
+A mixer's *useful FLOPs* are counted with `torch.utils.flop_counter`'s formulas, which count the matrix
 products (mm, bmm, addmm, baddbmm, convolutions, scaled-dot-product attention and their backward) and nothing
 else: element-wise work, reductions, FFTs and scans count 0. The fused attention kernels get formulas of their own
 here: a causal attention counts its lower triangle, the work a causal kernel must do (PyTorch's formulas count the
@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 from torch.utils import benchmark
+from torch.utils._python_dispatch import TorchDispatchMode
 
 
 @dataclass(frozen=True)
@@ -76,12 +77,34 @@ def _median_seconds(call: Callable[[], Any], threads: int, min_run_time: float) 
 
 def count_flops(call: Callable[[], Any]) -> int:
     """The matmul-type FLOPs of one `call()` (forward, and backward when the call runs it)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    counter = FlopCounterMode(display=False, custom_mapping=_attention_formulas())
+    counter = _FlopCounter()
     with counter:
         call()
-    return int(counter.get_total_flops())
+    return counter.total
+
+
+class _FlopCounter(TorchDispatchMode):
+    """`torch.utils.flop_counter`'s formulas (and ours for attention) summed over every op a call dispatches.
+
+    `FlopCounterMode` itself also attributes FLOPs to modules, with hooks that fail on a module whose output is a
+    leaf tensor that requires grad under `torch.no_grad()` (a module returning its parameters); the total is all
+    the sweep needs, so this counts it without the hooks.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        from torch.utils.flop_counter import flop_registry, shape_wrapper
+
+        self.formulas = {**flop_registry, **{op: shape_wrapper(f) for op, f in _attention_formulas().items()}}
+        self.total = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        formula = self.formulas.get(func._overloadpacket)
+        if formula is not None:
+            self.total += int(formula(*args, **kwargs, out_val=out))
+        return out
 
 
 _ATTENTION_KERNELS = ("_scaled_dot_product_flash_attention", "_scaled_dot_product_efficient_attention",
