@@ -121,7 +121,8 @@ def train(
     steps: Optional[int] = typer.Option(None, help="Optimizer steps."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate."),
     batch_size: Optional[int] = typer.Option(None, help="Examples per step."),
-    warmup_steps: Optional[int] = typer.Option(None, help="Steps of linear warm-up."),
+    warmup_steps: Optional[int] = typer.Option(None, help="Steps of linear warm-up (default 100, or steps/10 "
+                                                          "when that is more than the steps)."),
     weight_decay: Optional[float] = typer.Option(None, help="AdamW weight decay (matrices only)."),
     seed: Optional[int] = typer.Option(None, help="Seed of the model initialization and the data order."),
     dim: Optional[int] = typer.Option(None, help="Model width."),
@@ -143,7 +144,7 @@ def train(
                 "weight_decay": weight_decay, "seed": seed}
     model = {"dim": dim, "depth": depth, "mlp_ratio": mlp_ratio, "position_embedding": position_embedding}
     training_settings = TrainingSettings(**{key: value for key, value in training.items() if value is not None})
-    if training_settings.warmup_steps > training_settings.steps:
+    if warmup_steps is None and training_settings.warmup_steps > training_settings.steps:
         training_settings = dataclasses.replace(training_settings, warmup_steps=training_settings.steps // 10)
     config = RunConfig(task=task, mixer=mixer, task_params=parse_assignments(param, "--param"),
                        mixer_options=parse_assignments(option, "--option"),

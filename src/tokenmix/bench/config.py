@@ -6,7 +6,14 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from tokenmix.errors import MixerInputError
 from tokenmix.tasks import create_task
+
+
+def _require_positive(owner: str, **values: float) -> None:
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise MixerInputError(f"{owner}: {name} must be positive, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -17,6 +24,11 @@ class ModelSettings:
     depth: int = 2
     mlp_ratio: float = 4.0
     position_embedding: bool = False  # mixers bring their own notion of order (e.g. rotary attention)
+
+    def __post_init__(self) -> None:
+        _require_positive("model", dim=self.dim, depth=self.depth)
+        if self.mlp_ratio < 0:
+            raise MixerInputError(f"model: mlp_ratio must be >= 0, got {self.mlp_ratio}")
 
 
 @dataclass(frozen=True)
@@ -31,6 +43,13 @@ class TrainingSettings:
     gradient_clip: float = 1.0
     seed: int = 0
     eval_batch_size: int = 250
+    eval_every: int = 0  # steps between evaluations of the test split; 0: at the end of every epoch
+
+    def __post_init__(self) -> None:
+        _require_positive("training", steps=self.steps, batch_size=self.batch_size, learning_rate=self.learning_rate,
+                          gradient_clip=self.gradient_clip, eval_batch_size=self.eval_batch_size)
+        if self.warmup_steps < 0 or self.weight_decay < 0 or self.eval_every < 0:
+            raise MixerInputError("training: warmup_steps, weight_decay and eval_every must be >= 0")
 
 
 @dataclass

@@ -1,8 +1,9 @@
 """Train a `SequenceModel` on a task and record the run in the results database.
 
 AdamW with linear warm-up and cosine decay, gradient clipping, a seeded model and data order; the test split is
-evaluated at the end of every epoch and after the last step. With a store the run's row goes `running` at the
-start and `finished` (with its metrics) at the end; a run whose row is already finished is not trained again.
+evaluated at the end of every epoch (or every `eval_every` steps) and after the last step. With a store the run's
+row goes `running` at the start and `finished` (with its metrics) at the end; a run whose row is already finished
+is not trained again.
 """
 
 from __future__ import annotations
@@ -134,8 +135,11 @@ def _fit(model: SequenceModel, task: Task, settings: TrainingSettings, device: t
             smoothed_loss = value if math.isnan(smoothed_loss) else 0.9 * smoothed_loss + 0.1 * value
             if not math.isfinite(value):
                 raise FloatingPointError(f"the training loss became {value} at step {step}")
-            last_of_epoch = index_in_epoch == steps_per_epoch - 1
-            if last_of_epoch or step == settings.steps - 1:
+            if settings.eval_every:
+                due = (step + 1) % settings.eval_every == 0
+            else:
+                due = index_in_epoch == steps_per_epoch - 1
+            if due or step == settings.steps - 1:
                 scores = evaluate(model, task, test_split, settings.eval_batch_size, device)
                 history.append({"step": step + 1, "epoch": epoch + 1, "accuracy": scores["accuracy"],
                                 "token_accuracy": scores["token_accuracy"]})

@@ -29,7 +29,7 @@ from tokenmix.paths import cache_dir
 from tokenmix.tasks import register_task
 from tokenmix.tasks.base import IGNORE_INDEX, Split, SplitName, Task
 
-FORMAT_VERSION = 1  # bump when the generator changes, so cached files of the old format are not reused
+FORMAT_VERSION = 2  # bump when the generator or the file layout changes, so older cached files are not reused
 
 
 def generate_mqar(num_examples: int, sequence_length: int, vocab_size: int, num_kv_pairs: int, power_a: float,
@@ -150,14 +150,16 @@ def _seed_for(seed: int, split: str, pairs: int) -> int:
 def _load_or_generate(task: MQAR, path: Path) -> dict[str, Tensor]:
     # `path` is part of the memo key, so pointing TOKENMIX_CACHE elsewhere reads (or writes) that folder.
     if path.exists():
-        return load_file(path)
+        return {name: tensor.long() for name, tensor in load_file(path).items()}
     tensors = task.generate()
     path.parent.mkdir(parents=True, exist_ok=True)
+    # Token ids and -100 fit in int16 for any vocabulary below 32768: a quarter of the disk of int64.
+    storage = torch.int16 if task.vocab_size <= torch.iinfo(torch.int16).max else torch.int32
     # Write to a temporary file and rename, so a reader never sees a half-written cache file.
     handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     os.close(handle)
     try:
-        save_file(tensors, temporary)
+        save_file({name: tensor.to(storage) for name, tensor in tensors.items()}, temporary)
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
