@@ -145,7 +145,7 @@ def test_a_predicted_time_over_the_limit_fails_before_running(store, monkeypatch
 
     def slow(point, *args, **kwargs):
         metrics = real(point, *args, **kwargs)
-        return {**metrics, "first_call_s": 1.0 if point.length == 8 else 4.0}  # as if quadratic and slow
+        return {**metrics, "time_median_s": 1.0 if point.length == 8 else 4.0}  # as if quadratic and slow
 
     monkeypatch.setattr(speed_module, "measure_point", slow)
     settings = SpeedSettings(mixers=("attention",), max_seconds=10.0, **{**TINY, "lengths": (8, 16, 32)})
