@@ -321,7 +321,8 @@ def markdown(groups: dict[tuple[Any, ...], list[SpeedSeries]], database: Path,
 
 def _environment_label(environment: dict[str, Any]) -> str:
     revision = environment.get("git_revision") or "unknown revision"
-    return f"torch {environment.get('torch', '?')}, tokenmix {environment.get('tokenmix', '?')} at {revision[:12]}"
+    revision = revision[:12] + ("-dirty" if revision.endswith("-dirty") else "")
+    return f"torch {environment.get('torch', '?')}, tokenmix {environment.get('tokenmix', '?')} at {revision}"
 
 
 def setting_slug(setting: tuple[Any, ...]) -> str:
