@@ -247,7 +247,8 @@ def measure_point(point: SpeedPoint, machine: MachineLimits | None, *, min_run_t
         raise PointFailed(f"out of time: one call took {first_call:.1f} s, over the limit of {max_seconds:g} s")
     timer = benchmark.Timer(stmt="call()", globals={"call": call}, num_threads=point.threads,
                             label="tokenmix speed", sub_label=point.label, description=point.mode)
-    measurement = timer.blocked_autorange(min_run_time=min_run_time)
+    # at least three calls where a call is long (up to 10 s of them), so the median and IQR mean something
+    measurement = timer.blocked_autorange(min_run_time=max(min_run_time, min(3 * first_call, 10.0)))
     memory = peak_memory(call, device)
     median = measurement.median
     metrics: dict[str, Any] = {
