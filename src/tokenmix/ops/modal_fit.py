@@ -24,7 +24,7 @@ from tokenmix.errors import MixerInputError
 
 FIT_BATCH = 16        # filters fitted at once: bounds the Vandermonde matrix to (16, L, 2d)
 MAX_HANKEL_ROWS = 4096  # the poles are read from the first ~4K taps; residues use every tap
-RCOND = 1e-7          # relative singular-value cutoff of the residue fit
+RCOND = 1e-6          # relative singular-value cutoff of the residue fit
 
 
 def fit_modal(filters: Tensor, order: int, *, pencil: int | None = None, max_radius: float = 1.0 - 1e-6
@@ -73,12 +73,17 @@ def _residues(tail: Tensor, poles: Tensor) -> Tensor:
     t = torch.arange(tail.shape[-1], dtype=torch.float64, device=tail.device)
     vandermonde = poles[..., None, :] ** t[:, None]                           # (..., L-1, d)
     design = torch.cat([vandermonde.real, -vandermonde.imag], dim=-1)         # Re(R λ^t) = Re R Re λ^t - Im R Im λ^t
-    # A truncated-SVD solution (rcond): clustered poles make the Vandermonde matrix ill-conditioned, and the
-    # exact least-squares residues then cancel in huge pairs that no float32 recurrence can reproduce.
-    scale = design.abs().amax(dim=(-2, -1), keepdim=True)
-    solution = torch.linalg.lstsq(design / scale, tail[..., None], rcond=RCOND,
-                                  driver="gelsd" if tail.device.type == "cpu" else None)
-    parts = solution.solution[..., 0] / scale[..., 0]
+    # A truncated solution: clustered poles make the Vandermonde matrix ill-conditioned, and the exact
+    # least-squares residues then cancel in huge pairs that no float32 recurrence can reproduce. Directions of the
+    # (scaled) normal matrix below RCOND² of its largest eigenvalue — singular values below RCOND — are
+    # dropped; the normal matrix is 2d × 2d, so long filters cost one pass over their taps.
+    scale = design.norm(dim=-2, keepdim=True).amax(dim=-1, keepdim=True).clamp_min(1e-300)
+    design = design / scale
+    values, vectors = torch.linalg.eigh(design.transpose(-1, -2) @ design)
+    keep = values > RCOND ** 2 * values.amax(dim=-1, keepdim=True)
+    inverse = torch.where(keep, 1 / values.clamp_min(1e-300), torch.zeros_like(values))
+    rhs = vectors.transpose(-1, -2) @ (design.transpose(-1, -2) @ tail[..., None])
+    parts = (vectors @ (inverse[..., None] * rhs))[..., 0] / scale[..., 0, :]
     order = poles.shape[-1]
     return torch.complex(parts[..., :order], parts[..., order:])
 
