@@ -71,7 +71,7 @@ def _fit(reference: Tensor, order: int, pencil: int | None, max_radius: float):
 def _residues(tail: Tensor, poles: Tensor) -> Tensor:
     """Least-squares R for h_t ≈ Re Σ R_k λ_k^{t-1}, t = 1..L-1, over real and imaginary parts of R."""
     t = torch.arange(tail.shape[-1], dtype=torch.float64, device=tail.device)
-    vandermonde = poles[..., None, :] ** t[:, None]                           # (..., L-1, d)
+    vandermonde = powers(poles, t)                                            # (..., L-1, d)
     design = torch.cat([vandermonde.real, -vandermonde.imag], dim=-1)         # Re(R λ^t) = Re R Re λ^t - Im R Im λ^t
     # A truncated solution: clustered poles make the Vandermonde matrix ill-conditioned, and the exact
     # least-squares residues then cancel in huge pairs that no float32 recurrence can reproduce. Directions of the
@@ -91,5 +91,11 @@ def _residues(tail: Tensor, poles: Tensor) -> Tensor:
 def modal_filter(poles: Tensor, residues: Tensor, direct: Tensor, length: int) -> Tensor:
     """ĥ_0 = direct, ĥ_t = Re Σ R λ^{t-1}: the filter of a modal realization, `(..., length)` real."""
     t = torch.arange(max(length - 1, 0), dtype=poles.real.dtype, device=poles.device)
-    modal = (residues[..., None, :] * poles[..., None, :] ** t[:, None]).sum(-1).real
+    modal = (residues[..., None, :] * powers(poles, t)).sum(-1).real
     return torch.cat([direct[..., None], modal], dim=-1)
+
+
+def powers(poles: Tensor, t: Tensor) -> Tensor:
+    """λ^t as `(..., len(t), d)`: |λ|^t e^{i t arg λ} through real pow/cos/sin (vectorized on CPU, unlike the
+    complex pow)."""
+    return torch.polar(poles.abs()[..., None, :] ** t[:, None], poles.angle()[..., None, :] * t[:, None])
