@@ -19,7 +19,7 @@ LENGTH = 37  # not a power of two, not a multiple of any chunk size
 ALL = tokenmix.available()
 SEQUENCE = tokenmix.available(layout="sequence")
 STREAMING = [n for n in SEQUENCE if tokenmix.spec(n).streams]
-NON_CAUSAL_OK = [n for n in SEQUENCE if tokenmix.spec(n).causal != "always"]
+NON_CAUSAL_OK = [n for n in SEQUENCE if tokenmix.spec(n).causal != "always"]  # "optional" and "never"
 FAST_IMPLS = [(n, impl) for n in ALL for impl in tokenmix.spec(n).impls if impl != "reference"]
 
 
@@ -46,7 +46,10 @@ def sample(name: str, batch: int = 2, length: int = LENGTH, dtype=torch.float64)
 
 def twin(mixer: torch.nn.Module, name: str, **options) -> torch.nn.Module:
     """A second instance with other options and the same weights."""
-    other = build(name, **options).to(next(mixer.parameters()).dtype)
+    reference = next(iter(mixer.state_dict().values()), None)
+    other = build(name, **options)
+    if reference is not None:
+        other = other.to(reference.dtype)
     other.load_state_dict(mixer.state_dict())
     return other
 
@@ -88,7 +91,8 @@ def test_non_causal_sees_the_future(name):
     x = sample(name)
     changed = x.clone()
     changed[:, -1] += 1.0
-    assert not torch.allclose(mixer(x)[:, 0], mixer(changed)[:, 0])
+    # a local kernel sees only nearby positions, so ask that some earlier output changes, not the first
+    assert not torch.allclose(mixer(x)[:, :-1], mixer(changed)[:, :-1])
 
 
 @pytest.mark.parametrize("name,impl", FAST_IMPLS)
@@ -204,9 +208,9 @@ def test_bad_inputs_raise_mixer_input_error(name):
     _raises_naming(name, lambda: tokenmix.create(name, 0))
 
 
-@pytest.mark.parametrize("name", [n for n in SEQUENCE if n not in STREAMING] + NON_CAUSAL_OK)
+@pytest.mark.parametrize("name", NON_CAUSAL_OK)
 def test_streaming_a_non_causal_mixer_raises(name):
-    mixer = build(name) if name not in NON_CAUSAL_OK else build(name, causal=False)
+    mixer = build(name, causal=False)
     x = sample(name, dtype=torch.float32)
     _raises_naming(name, lambda: mixer.init_state(2))
     _raises_naming(name, lambda: mixer.step(x[:, 0], {}))
