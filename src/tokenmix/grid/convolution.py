@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tokenmix.errors import MixerInputError
 from tokenmix.mixer import GridMixer
+from tokenmix.ops.conv import conv
 from tokenmix.registry import register
-
-_CONVOLUTIONS = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
 
 @register(
@@ -19,7 +17,7 @@ _CONVOLUTIONS = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
     layout="grid",
     paper="A ConvNet for the 2020s",
     arxiv="2201.03545",
-    impls=("reference",),
+    impls=("reference", "direct", "fft"),
     causal="never",
     state="none",
     time_complexity="N k^d",
@@ -28,7 +26,10 @@ _CONVOLUTIONS = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
     summary="ConvNeXt's depthwise k×k convolution (zero padding, same size), in 1, 2 or 3 spatial dims.",
 )
 class DepthwiseConvolution(GridMixer):
-    """y_c = w_c ∗ x_c + b_c per channel, an odd kernel of `kernel_size` along each of `spatial_dims` axes."""
+    """y_c = w_c ∗ x_c + b_c per channel, an odd kernel of `kernel_size` along each of `spatial_dims` axes.
+
+    `impl` selects the algorithm of `tokenmix.ops.conv.conv`: `reference` (sum over taps), `direct` (PyTorch
+    conv), `fft` (large kernels); `auto` picks by kernel size."""
 
     def __init__(self, dim: int, *, kernel_size: int = 7, spatial_dims: int = 2, impl: str = "auto",
                  causal: bool | None = None) -> None:
@@ -41,5 +42,4 @@ class DepthwiseConvolution(GridMixer):
         nn.init.trunc_normal_(self.weight, std=0.02)
 
     def _mix(self, x: Tensor) -> Tensor:
-        convolve = _CONVOLUTIONS[self.spatial_dims]
-        return convolve(x, self.weight, self.bias, padding=self.kernel_size // 2, groups=self.dim)
+        return conv(x, self.weight, self.bias, groups=self.dim, impl=self.impl)

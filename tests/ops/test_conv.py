@@ -1,0 +1,73 @@
+"""ops.conv: every impl equals the reference sum over taps, forward and backward, at awkward sizes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tokenmix import MixerInputError
+from tokenmix.ops.conv import conv
+
+CASES = [
+    # (channels in, channels out, groups, spatial, kernel, dilation)
+    (4, 4, 4, (7, 9), (3, 3), 1),      # depthwise
+    (4, 4, 4, (7, 9), (5, 3), 2),      # depthwise, dilated, rectangular kernel
+    (4, 6, 2, (7, 9), (3, 5), 1),      # grouped
+    (3, 5, 1, (7, 9), (3, 3), 1),      # dense
+    (4, 4, 4, (1, 1), (3, 3), 1),      # 1×1 image
+    (4, 4, 4, (7, 9), (1, 1), 1),      # 1×1 kernel
+    (4, 4, 4, (5, 6), (13, 11), 1),    # kernel larger than the image
+    (4, 8, 4, (5, 6), (4, 2), 1),      # even kernels, channel multiplier 2
+    (2, 2, 2, (9,), (7,), 1),          # 1D
+    (2, 4, 1, (3, 4, 5), (3, 3, 3), 1),  # 3D dense
+]
+
+
+@pytest.mark.parametrize("impl", ["direct", "fft", "auto"])
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_impl_equals_reference(case, impl):
+    c_in, c_out, groups, spatial, kernel, dilation = case
+    torch.manual_seed(0)
+    x = torch.randn(2, c_in, *spatial, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(c_out, c_in // groups, *kernel, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(c_out, dtype=torch.float64, requires_grad=True)
+    y_ref = conv(x, w, b, groups=groups, dilation=dilation, impl="reference")
+    y = conv(x, w, b, groups=groups, dilation=dilation, impl=impl)
+    torch.testing.assert_close(y, y_ref, rtol=1e-9, atol=1e-10)
+    g = torch.randn_like(y)
+    grads_ref = torch.autograd.grad(y_ref, (x, w, b), g)
+    grads = torch.autograd.grad(y, (x, w, b), g)
+    for a, r in zip(grads, grads_ref):
+        torch.testing.assert_close(a, r, rtol=1e-9, atol=1e-10)
+
+
+def test_reference_matches_pytorch_same_padding():
+    x = torch.randn(1, 3, 7, 9, dtype=torch.float64)
+    w = torch.randn(3, 1, 4, 5, dtype=torch.float64)
+    expected = F.conv2d(x, w, padding="same", dilation=2, groups=3)
+    torch.testing.assert_close(conv(x, w, groups=3, dilation=2, impl="reference"), expected)
+
+
+@pytest.mark.parametrize("impl", ["reference", "direct", "fft"])
+def test_half_precision_computed_in_float32(impl):
+    x = torch.randn(1, 4, 6, 7)
+    w = torch.randn(4, 1, 5, 5)
+    y = conv(x.bfloat16(), w.bfloat16(), groups=4, impl=impl)
+    assert y.dtype == torch.bfloat16
+    exact = conv(x.bfloat16().float(), w.bfloat16().float(), groups=4, impl="reference")
+    torch.testing.assert_close(y.float(), exact, rtol=2e-2, atol=2e-2)
+
+
+def test_bad_inputs():
+    x = torch.randn(1, 4, 6, 7)
+    with pytest.raises(MixerInputError, match="impl"):
+        conv(x, torch.randn(4, 1, 3, 3), groups=4, impl="nope")
+    with pytest.raises(MixerInputError, match="groups"):
+        conv(x, torch.randn(4, 2, 3, 3), groups=4)
+    with pytest.raises(MixerInputError, match="weight"):
+        conv(x, torch.randn(4, 1, 3), groups=4)
+    with pytest.raises(MixerInputError, match="floating"):
+        conv(x.long(), torch.randn(4, 1, 3, 3), groups=4)
+    with pytest.raises(MixerInputError, match="bias"):
+        conv(x, torch.randn(4, 1, 3, 3), torch.randn(3), groups=4)
