@@ -1,3 +1,4 @@
 """Grid mixers `(B, D, *spatial) -> same`; importing this package registers them."""
 
 from tokenmix.grid import convolution  # noqa: F401
+from tokenmix.grid import large_kernel  # noqa: F401

@@ -1,0 +1,105 @@
+"""Large-kernel grid mixers: RepLKNet's re-parameterized large depthwise kernel and VAN's large-kernel attention."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from tokenmix.grid._parts import CONV_IMPLS, depthwise_weight, odd_kernel
+from tokenmix.mixer import GridMixer
+from tokenmix.ops.conv import conv
+from tokenmix.registry import register
+
+@register(
+    name="replknet",
+    family="large_kernel",
+    layout="grid",
+    paper="Scaling Up Your Kernels to 31x31: Revisiting Large Kernel Design in CNNs",
+    arxiv="2203.06717",
+    impls=CONV_IMPLS,
+    causal="never",
+    state="none",
+    time_complexity="N K^2 (direct), N log N (fft)",
+    memory_complexity="N",
+    spatial_dims=(2,),
+    summary="RepLKNet: a 31×31 depthwise kernel plus a parallel 5×5 one, folded into one kernel by reparameterize().",
+)
+class RepLKConvolution(GridMixer):
+    """RepLKNet's large-kernel depthwise convolution with a small parallel kernel (Ding et al., arXiv 2203.06717):
+
+        y = (W_K ∗ x + b_K) + (W_k ∗ x + b_k)        (depthwise, K = `kernel_size`, k = `small_kernel_size`)
+
+    `reparameterize()` performs the paper's structural re-parameterization: the small kernel, zero-padded to K×K
+    and centred, is added to the large one (and the biases summed), so inference runs one depthwise K×K conv
+    with the same outputs. The paper follows each branch with BatchNorm, which in eval mode is a per-channel
+    affine map and folds into W and b the same way; here the branches carry biases and the backbone owns the
+    normalization (batch statistics would couple the samples of a batch)."""
+
+    def __init__(self, dim: int, *, kernel_size: int = 31, small_kernel_size: int = 5, **base) -> None:
+        super().__init__(dim, **base)
+        self.kernel_size = odd_kernel(self, "kernel_size", kernel_size)
+        self.small_kernel_size = odd_kernel(self, "small_kernel_size", small_kernel_size)
+        if self.small_kernel_size > self.kernel_size:
+            raise self._fail(f"small_kernel_size {small_kernel_size} must not exceed kernel_size {kernel_size}")
+        self.weight = depthwise_weight(dim, kernel_size)
+        self.bias = nn.Parameter(torch.zeros(dim))
+        self.small_weight: nn.Parameter | None = depthwise_weight(dim, small_kernel_size)
+        self.small_bias: nn.Parameter | None = nn.Parameter(torch.zeros(dim))
+
+    @property
+    def reparameterized(self) -> bool:
+        return self.small_weight is None
+
+    def _mix(self, x: Tensor) -> Tensor:
+        y = conv(x, self.weight, self.bias, groups=self.dim, impl=self.impl)
+        if self.small_weight is not None:
+            y = y + conv(x, self.small_weight, self.small_bias, groups=self.dim, impl=self.impl)
+        return y
+
+    @torch.no_grad()
+    def reparameterize(self) -> None:
+        """Fold the small branch into the large kernel (in place; a second call does nothing)."""
+        if self.small_weight is None:
+            return
+        margin = (self.kernel_size - self.small_kernel_size) // 2
+        self.weight.add_(F.pad(self.small_weight, (margin,) * 4))
+        self.bias.add_(self.small_bias)
+        self.small_weight = None
+        self.small_bias = None
+
+
+@register(
+    name="van_lka",
+    family="large_kernel",
+    layout="grid",
+    paper="Visual Attention Network",
+    arxiv="2202.09741",
+    impls=CONV_IMPLS,
+    causal="never",
+    state="none",
+    time_complexity="N (25 + 49 + D)",
+    memory_complexity="N",
+    spatial_dims=(2,),
+    summary="VAN large-kernel attention: 5×5 DW → 7×7 DW dilation 3 → 1×1, multiplied onto the input.",
+)
+class LargeKernelAttention(GridMixer):
+    """Large-kernel attention of VAN (Guo et al., arXiv 2202.09741), eq. (1)-(2):
+
+        Attention = Conv_1×1(DW-D-Conv(DW-Conv(F))),    Output = Attention ⊗ F
+
+    DW-Conv is a 5×5 depthwise conv, DW-D-Conv a 7×7 depthwise conv with dilation 3 (together a 21×21
+    receptive field), ⊗ the elementwise product. `impl` selects the algorithm of the depthwise convolutions."""
+
+    def __init__(self, dim: int, **base) -> None:
+        super().__init__(dim, **base)
+        self.local_weight = depthwise_weight(dim, 5)
+        self.local_bias = nn.Parameter(torch.zeros(dim))
+        self.dilated_weight = depthwise_weight(dim, 7)
+        self.dilated_bias = nn.Parameter(torch.zeros(dim))
+        self.pointwise = nn.Conv2d(dim, dim, 1)
+
+    def _mix(self, x: Tensor) -> Tensor:
+        a = conv(x, self.local_weight, self.local_bias, groups=self.dim, impl=self.impl)
+        a = conv(a, self.dilated_weight, self.dilated_bias, groups=self.dim, dilation=3, impl=self.impl)
+        return self.pointwise(a) * x
