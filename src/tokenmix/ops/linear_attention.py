@@ -12,7 +12,16 @@ with the decay `a_t = exp(log_decay_t)` given as a log-decay that is
 
 `normalize=True` adds the kernelized-attention denominator: `o_t = S_tᵀ q_t / (z_tᵀ q_t + eps)` with
 `z_t = diag(a_t) z_{t-1} + k_t`. It is carried as one more value column of ones, so the state is a single tensor
-`(B, H, K, V + 1)` whose last column is `z`.
+`(B, H, K, V + 1)` whose last column is `z`. `normalize="max"` is mLSTM's normalizer `max(|z_tᵀ q_t|, 1)`.
+
+`log_input_gate` (per-token scalar `log i_t`, shape `(B, H, L)`) is the exponential input gate of the mLSTM
+("xLSTM: Extended Long Short-Term Memory", Beck et al. 2024, arXiv:2405.04517):
+`S_t = a_t S_{t-1} + i_t k_t v_tᵀ` with `i_t = exp(log i_t)` unbounded. It needs a normalizer and a scalar decay.
+The state is then stored stabilized, as in the paper's appendix: a pair `(S'_t, m_t)` with
+`m_t = max(log a_t + m_{t-1}, log i_t)` and `S'_t = exp(-m_t) S_t` (`m_0 = 0`), so every exponent any form takes
+is ≤ 0, and the normalizers read `max(|z'ᵀq|, exp(-m_t))` and `z'ᵀq + eps·exp(-m_t)`, exactly the unstabilized
+ratios. `m_t = max(c_t + m_0, max_{s≤t} log i_s + c_t - c_s)` in closed form (`c` the cumulative log-decay): the
+reference takes it over its masked matrix, `chunk` as a running max inside each chunk plus a scalar chain over chunks.
 
 Forms (`impl`):
 * `reference`: the masked quadratic form `o_t = Σ_{s≤t} (q_t ⊙ exp(c_t - c_s))·k_s v_s` with `c` the cumulative
@@ -39,13 +48,16 @@ SUB_CHUNK = 16
 
 
 def linear_attention(q: Tensor, k: Tensor, v: Tensor, log_decay: Tensor | float | None = None, *,
-                     scale: float | None = None, causal: bool = True, normalize: bool = False, eps: float = 1e-6,
-                     initial_state: Tensor | None = None, return_state: bool = False, impl: str = "auto",
-                     chunk_size: int = 64):
+                     scale: float | None = None, causal: bool = True, normalize: bool | str = False,
+                     eps: float = 1e-6, log_input_gate: Tensor | None = None,
+                     initial_state: Tensor | tuple[Tensor, Tensor] | None = None, return_state: bool = False,
+                     impl: str = "auto", chunk_size: int = 64):
     """Decayed linear attention on `(B, H, L, K)` q, k and `(B, H, L, V)` v.
 
     Returns `o: (B, H, L, V)` in the dtype of `v`, or `(o, final_state)` with `return_state=True`; the state is
-    `(B, H, K, V)` (`V + 1` with `normalize`) in the compute dtype (float32 for half inputs).
+    `(B, H, K, V)` (`V + 1` with `normalize`) in the compute dtype (float32 for half inputs). `normalize` is
+    False, True / "sum" (`zᵀq + eps`) or "max" (`max(|zᵀq|, 1)`). With `log_input_gate` the state is the
+    stabilized pair `(S', m)` with `m: (B, H)`.
     """
     op = "linear_attention"
     check_impl(op, impl, ("auto", *IMPLS))
@@ -55,9 +67,14 @@ def linear_attention(q: Tensor, k: Tensor, v: Tensor, log_decay: Tensor | float 
         raise MixerInputError(f"{op}: q {tuple(q.shape)}, k {tuple(k.shape)} and v {tuple(v.shape)} do not agree")
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size <= 0:
         raise MixerInputError(f"{op}: chunk_size must be a positive integer, got {chunk_size!r}")
+    if normalize not in (False, True, "sum", "max"):
+        raise MixerInputError(f"{op}: normalize must be False, True, 'sum' or 'max', got {normalize!r}")
     dtype, out_dtype = compute_dtype(q, k, v), v.dtype
     scale = key_dim ** -0.5 if scale is None else scale
     q, k, v = q.to(dtype) * scale, k.to(dtype), v.to(dtype)
+    gated = log_input_gate is not None
+    if gated and (not causal or not normalize):
+        raise MixerInputError(f"{op}: log_input_gate needs causal=True and a normalizer (normalize='max' or 'sum')")
     if normalize:
         v = torch.cat([v, torch.ones_like(v[..., :1])], dim=-1)
     value_dim = v.shape[-1]
@@ -66,30 +83,59 @@ def linear_attention(q: Tensor, k: Tensor, v: Tensor, log_decay: Tensor | float 
         if log_decay is not None or initial_state is not None or return_state:
             raise MixerInputError(f"{op}: causal=False is the global form: no decay, no initial or returned state")
         o = _global(q, k, v, impl)
-        return _finish(o, normalize, eps, None, False, out_dtype)
+        return _finish(o, normalize, eps, 1.0, None, False, out_dtype)
 
     g = _canonical_decay(op, log_decay, batch, heads, length, key_dim, dtype, q.device)
+    li = m = None
+    if gated:
+        if not isinstance(log_input_gate, Tensor) or log_input_gate.shape != (batch, heads, length):
+            raise MixerInputError(f"{op}: log_input_gate must have shape ({batch}, {heads}, {length}), "
+                                  f"got {tuple(getattr(log_input_gate, 'shape', ()))}")
+        if g is not None and g.shape[-1] != 1:
+            raise MixerInputError(f"{op}: log_input_gate needs a scalar decay (None, per head or per token)")
+        li = log_input_gate.to(dtype).unsqueeze(-1)
     state = torch.zeros(batch, heads, key_dim, value_dim, dtype=dtype, device=q.device)
+    if gated:
+        m = torch.zeros(batch, heads, dtype=dtype, device=q.device)
     if initial_state is not None:
-        if initial_state.shape != state.shape:
+        if gated:
+            if not isinstance(initial_state, (tuple, list)) or len(initial_state) != 2:
+                raise MixerInputError(f"{op}: with log_input_gate, initial_state is a pair (state, stabilizer)")
+            initial_state, initial_m = initial_state
+            if initial_m.shape != m.shape:
+                raise MixerInputError(f"{op}: the initial stabilizer must have shape {tuple(m.shape)}, "
+                                      f"got {tuple(initial_m.shape)}")
+            m = initial_m.to(dtype)
+        if not isinstance(initial_state, Tensor) or initial_state.shape != state.shape:
             raise MixerInputError(f"{op}: initial_state must have shape {tuple(state.shape)}, "
-                                  f"got {tuple(initial_state.shape)}")
+                                  f"got {tuple(getattr(initial_state, 'shape', ()))}")
         state = initial_state.to(dtype)
+    if gated:
+        m = m[:, :, None, None]                                      # (B, H, 1, 1)
 
     if impl == "auto":
         impl = "recurrent" if length <= 2 else "chunk"
     if impl == "reference":
-        o, state = _reference(q, k, v, g, state)
+        o, state, m = _reference(q, k, v, g, state, li, m)
     elif impl == "recurrent":
-        o, state = _recurrent(q, k, v, g, state)
+        o, state, m = _recurrent(q, k, v, g, state, li, m)
     else:
-        o, state = _chunk(q, k, v, g, state, chunk_size)
-    return _finish(o, normalize, eps, state, return_state, out_dtype)
+        o, state, m = _chunk(q, k, v, g, state, chunk_size, li, m)
+    if gated:
+        floor = (-m).exp()                                           # m: (B, H, L, 1), the stabilizer per token
+        state = (state, m[:, :, -1, 0])
+    else:
+        floor = 1.0
+    return _finish(o, normalize, eps, floor, state, return_state, out_dtype)
 
 
-def _finish(o: Tensor, normalize: bool, eps: float, state: Tensor | None, return_state: bool, out_dtype):
-    if normalize:
-        o = o[..., :-1] / (o[..., -1:] + eps)
+def _finish(o: Tensor, normalize: bool | str, eps: float, floor: Tensor | float, state, return_state: bool,
+            out_dtype):
+    """Divide by the normalizer column; `floor` is exp(-m_t) with a stabilizer (the 1 of max(|zᵀq|, 1)), else 1."""
+    if normalize == "max":
+        o = o[..., :-1] / torch.maximum(o[..., -1:].abs(), torch.as_tensor(floor, dtype=o.dtype))
+    elif normalize:
+        o = o[..., :-1] / (o[..., -1:] + eps * floor)
     o = o.to(out_dtype)
     return (o, state) if return_state else o
 
@@ -119,32 +165,52 @@ def _global(q: Tensor, k: Tensor, v: Tensor, impl: str) -> Tensor:
     return q @ (k.transpose(-1, -2) @ v)
 
 
-def _reference(q: Tensor, k: Tensor, v: Tensor, g: Tensor | None, state: Tensor) -> tuple[Tensor, Tensor]:
+def _reference(q: Tensor, k: Tensor, v: Tensor, g: Tensor | None, state: Tensor, li: Tensor | None = None,
+               m0: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
+    """With `li`: weights exp(c_t - c_s + log i_s - m_t), m_t the max of those exponents and c_t + m_0."""
     length = q.shape[2]
     if g is None:
         g = torch.zeros_like(q[..., :1])
     c = g.cumsum(dim=2)                                          # c_t = Σ_{r≤t} log a_r
     visible = torch.ones(length, length, dtype=torch.bool, device=q.device).tril()
-    exponent = (c.unsqueeze(3) - c.unsqueeze(2)).masked_fill(~visible[:, :, None], float("-inf"))
+    exponent = c.unsqueeze(3) - c.unsqueeze(2)                   # (B, H, t, s, 1|K)
+    carried = c                                                  # log-weight of the initial state at t
+    if li is not None:
+        exponent = exponent + li.unsqueeze(2)
+    exponent = exponent.masked_fill(~visible[:, :, None], float("-inf"))
+    m = None
+    if li is not None:
+        m = torch.maximum(exponent.amax(dim=3), c + m0)          # (B, H, t, 1)
+        exponent, carried = exponent - m.unsqueeze(3), c + m0 - m
     scores = (q.unsqueeze(3) * k.unsqueeze(2) * exponent.exp()).sum(-1)     # (B, H, t, s)
-    o = scores @ v + (q * c.exp()) @ state
+    o = scores @ v + (q * carried.exp()) @ state
     c_last = c[:, :, -1:]
-    final = c_last.transpose(2, 3).exp() * state + (k * (c_last - c).exp()).transpose(2, 3) @ v
-    return o, final
+    key_log = c_last - c if li is None else c_last - c + li - m[:, :, -1:]
+    final = carried[:, :, -1:].transpose(2, 3).exp() * state + (k * key_log.exp()).transpose(2, 3) @ v
+    return o, final, m
 
 
-def _recurrent(q: Tensor, k: Tensor, v: Tensor, g: Tensor | None, state: Tensor) -> tuple[Tensor, Tensor]:
-    outputs = []
+def _recurrent(q: Tensor, k: Tensor, v: Tensor, g: Tensor | None, state: Tensor, li: Tensor | None = None,
+               m: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
+    outputs, stabilizers = [], []
     for t in range(q.shape[2]):
-        if g is not None:
-            state = g[:, :, t].exp().unsqueeze(-1) * state
-        state = state + k[:, :, t].unsqueeze(-1) * v[:, :, t].unsqueeze(-2)
+        update = k[:, :, t].unsqueeze(-1) * v[:, :, t].unsqueeze(-2)
+        if li is None:
+            if g is not None:
+                state = g[:, :, t].exp().unsqueeze(-1) * state
+            state = state + update
+        else:  # m_t = max(log a_t + m_{t-1}, log i_t); S'_t = exp(log a_t + m_{t-1} - m_t) S'_{t-1} + exp(log i_t - m_t) k vᵀ
+            carried = m if g is None else m + g[:, :, t:t + 1]
+            m = torch.maximum(carried, li[:, :, t:t + 1])
+            state = (carried - m).exp() * state + (li[:, :, t:t + 1] - m).exp() * update
+            stabilizers.append(m)
         outputs.append((q[:, :, t].unsqueeze(-2) @ state).squeeze(-2))
-    return torch.stack(outputs, dim=2), state
+    m = torch.cat(stabilizers, dim=2) if li is not None else None
+    return torch.stack(outputs, dim=2), state, m
 
 
-def _chunk(q: Tensor, k: Tensor, v: Tensor, g: Tensor | None, state: Tensor,
-           chunk_size: int) -> tuple[Tensor, Tensor]:
+def _chunk(q: Tensor, k: Tensor, v: Tensor, g: Tensor | None, state: Tensor, chunk_size: int,
+           li: Tensor | None = None, m: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
     batch, heads, length, _ = q.shape
     size = min(chunk_size, length)
     pad = -length % size
@@ -153,35 +219,60 @@ def _chunk(q: Tensor, k: Tensor, v: Tensor, g: Tensor | None, state: Tensor,
     if pad:  # zero keys and zero log-decay leave the state untouched, so padding changes nothing
         q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
         g = F.pad(g, (0, 0, 0, pad))
+        if li is not None:  # a gate of exp(-inf) = 0 never raises the stabilizer
+            li = F.pad(li, (0, 0, 0, pad), value=float("-inf"))
     chunks = (length + pad) // size
     q, k, v = (t.unflatten(2, (chunks, size)) for t in (q, k, v))   # (B, H, N, C, *)
     b = g.unflatten(2, (chunks, size)).cumsum(dim=3)                 # log-decay from chunk start, ≤ 0
     b_last = b[:, :, :, -1:]
 
-    # Inter-chunk: the state entering each chunk, then its contribution through exp(b) ≤ 1.
-    updates = (k * (b_last - b).exp()).transpose(-1, -2) @ v         # (B, H, N, K, V)
-    chunk_decay = b_last.transpose(-1, -2).exp()                     # (B, H, N, K|1, 1)
+    if li is None:
+        key_log, query_log, entering_log = b_last - b, b, b_last
+    else:
+        # m_i = b_i + max(m_in, max_{j≤i} log i_j - b_j): a running max in the chunk, a scalar chain across chunks.
+        li = li.unflatten(2, (chunks, size))
+        running = (li - b).cummax(dim=3).values                      # (B, H, N, C, 1)
+        m_in = []
+        for n in range(chunks):
+            m_in.append(m)
+            m = b_last[:, :, n] + torch.maximum(m, running[:, :, n, -1:])
+        m_in = torch.stack(m_in, dim=2)                              # (B, H, N, 1, 1)
+        stabilizer = b + torch.maximum(m_in, running)                # (B, H, N, C, 1)
+        m_out = stabilizer[:, :, :, -1:]
+        key_log = b_last - b + li - m_out                            # all ≤ 0
+        query_log = b + m_in - stabilizer
+        entering_log = b_last + m_in - m_out
+
+    # Inter-chunk: the state entering each chunk, then its contribution through exp(·) ≤ 1.
+    updates = (k * key_log.exp()).transpose(-1, -2) @ v              # (B, H, N, K, V)
+    chunk_decay = entering_log.transpose(-1, -2).exp()               # (B, H, N, K|1, 1)
     entering = []
     for n in range(chunks):
         entering.append(state)
         state = chunk_decay[:, :, n] * state + updates[:, :, n]
     entering = torch.stack(entering, dim=2)                          # (B, H, N, K, V)
-    o = (q * b.exp()) @ entering
+    o = (q * query_log.exp()) @ entering
 
     # Intra-chunk.
-    if b.shape[-1] == 1:
-        o = o + _intra_scalar(q, k, b) @ v
+    if li is not None:
+        o = o + _intra_scalar(q, k, b - stabilizer, b - li) @ v
+        m = stabilizer.flatten(2, 3)[:, :, :length]
+    elif b.shape[-1] == 1:
+        o = o + _intra_scalar(q, k, b, b) @ v
+        m = None
     else:
         o = o + _intra_vector(q, k, b) @ v
+        m = None
     o = o.flatten(2, 3)[:, :, :length]
-    return o, state
+    return o, state, m
 
 
-def _intra_scalar(q: Tensor, k: Tensor, b: Tensor) -> Tensor:
-    """Scores `(q_i·k_j) exp(b_i - b_j)` for j ≤ i inside each chunk, for a scalar decay."""
+def _intra_scalar(q: Tensor, k: Tensor, query_log: Tensor, key_log: Tensor) -> Tensor:
+    """Scores `(q_i·k_j) exp(query_log_i - key_log_j)` for j ≤ i inside each chunk, for a scalar decay
+    (`b_i - b_j`, or `b_i - m_i - (b_j - log i_j)` with an input gate and its stabilizer)."""
     size = q.shape[3]
     visible = torch.ones(size, size, dtype=torch.bool, device=q.device).tril()
-    exponent = (b - b.transpose(-1, -2)).masked_fill(~visible, float("-inf"))
+    exponent = (query_log - key_log.transpose(-1, -2)).masked_fill(~visible, float("-inf"))
     return (q @ k.transpose(-1, -2)) * exponent.exp()
 
 
