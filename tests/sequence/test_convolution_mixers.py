@@ -19,9 +19,9 @@ def test_hyena_is_the_gated_recurrence_of_its_filters():
     mixer = _double("hyena", order=2, short_kernel=2, filter_width=8, positional_bands=2)
     x = torch.randn(1, 5, 6, dtype=torch.float64)
     u = mixer.in_proj(x)[0].T                                                  # (3D, L)
-    w = mixer.short_weight
+    w = mixer.short.weight[:, 0].flip(-1)                                     # tap j = lag j
     u = torch.stack([w[:, 0] * u[:, t] + (w[:, 1] * u[:, t - 1] if t else 0) for t in range(5)], 1)
-    u = u + mixer.short_bias[:, None]
+    u = u + mixer.short.bias[:, None]
     v, x1, x2 = u.split(6)
     h = mixer.filters(5)
     z = v

@@ -2,3 +2,4 @@
 
 from tokenmix.grid import convolution  # noqa: F401
 from tokenmix.grid import large_kernel  # noqa: F401
+from tokenmix.grid import operators  # noqa: F401

@@ -13,7 +13,8 @@ from tokenmix.ops._checks import compute_dtype
 from tokenmix.ops.kernels import KernelGenerator
 from tokenmix.ops.modal_fit import fit_modal
 from tokenmix.registry import register
-from tokenmix.sequence.long_convolution import LongConvMixer, _short_weight
+from tokenmix.sequence._short_conv import ShortConv
+from tokenmix.sequence.long_convolution import LongConvMixer
 from tokenmix.sequence.state_space import SSM_IMPLS, _complex_state, _real_state, diagonal_ssm
 
 
@@ -65,8 +66,7 @@ class LaughingHyena(LongConvMixer):
         self.state_size = self._positive_int("state_size", state_size)
         width = (order + 1) * dim
         self.in_proj = nn.Linear(dim, width)
-        self.short_weight = _short_weight(width, short_kernel)
-        self.short_bias = nn.Parameter(torch.zeros(width))
+        self.short = ShortConv(width, self.short_kernel, bias=True)
         self.modes = ModalFilters(order, dim, state_size)
         self.direct = nn.Parameter(torch.randn(order, dim) * 0.02)
         self.out = nn.Linear(dim, dim)
@@ -81,7 +81,7 @@ class LaughingHyena(LongConvMixer):
 
     def _mix(self, x: Tensor, state: State | None) -> tuple[Tensor, State | None]:
         u = self.in_proj(x).transpose(1, 2).contiguous()
-        u, short = self.short_conv(u, self.short_weight, self.short_bias, state, "short")
+        u, short = self.short(u, None if state is None else state["short"], channels_first=True, impl=self.short_impl)
         v, *gates = u.split(self.dim, dim=1)
         log_pole, c = self.modes()
         modes = None if state is None else _complex_state(state["modes"].to(compute_dtype(x, log_pole.real)))
@@ -121,8 +121,7 @@ def distill(hyena, order: int, length: int | None = None) -> LaughingHyena:
     with torch.no_grad():
         for name in ("in_proj", "out"):
             getattr(mixer, name).load_state_dict(getattr(hyena, name).state_dict())
-        mixer.short_weight.copy_(hyena.short_weight)
-        mixer.short_bias.copy_(hyena.short_bias)
+        mixer.short.load_state_dict(hyena.short.state_dict())
         mixer.modes.log_decay.copy_(torch.log(-torch.log(poles.abs())))
         mixer.modes.angle.copy_(poles.angle())
         mixer.modes.output.copy_(torch.view_as_real(c))

@@ -17,6 +17,7 @@ from tokenmix.ops.fftconv import fft_conv
 from tokenmix.ops.kernels import HyenaFilter, MagnetKernel, MultiscaleKernel, SirenKernel
 from tokenmix.registry import register
 from tokenmix.sequence._heads import check_heads
+from tokenmix.sequence._short_conv import ShortConv
 
 LONG_CONV_IMPLS = ("reference", "fft")
 
@@ -33,28 +34,15 @@ class LongConvMixer(SequenceMixer):
         past = None if history is None or history.shape[-1] == 0 else history.to(u.dtype)
         return fft_conv(u, kernel, history=past, impl=self.conv_impl)
 
-    def short_conv(self, u: Tensor, weight: Tensor, bias: Tensor | None, state: State | None,
-                   key: str) -> tuple[Tensor, Tensor | None]:
-        """Causal depthwise convolution with a few taps; the state keeps the last `taps - 1` inputs."""
-        taps = weight.shape[-1]
-        history = None if state is None else state[key].to(u.dtype)
-        y = fft_conv(u, weight, history=history, impl="reference" if self.impl == "reference" else "direct")
-        if bias is not None:
-            y = y + bias[:, None]
-        if state is None:
-            return y, None
-        return y, torch.cat([history, u], dim=-1)[..., history.shape[-1] + u.shape[-1] - (taps - 1):]
+    @property
+    def short_impl(self) -> str:
+        return "reference" if self.impl == "reference" else "direct"
 
 
 def with_skip(kernel: Tensor, skip: Tensor) -> Tensor:
     """The kernel with `skip` added to its tap 0: (h ∗ z) + d ⊙ z = ((h + d δ) ∗ z), one long conv and no extra
     passes over the sequence. `skip` broadcasts against `kernel[..., 0]`."""
     return torch.cat([kernel[..., :1] + skip[..., None], kernel[..., 1:]], dim=-1)
-
-
-def _short_weight(channels: int, taps: int) -> nn.Parameter:
-    bound = taps ** -0.5  # as nn.Conv1d's default for a depthwise filter
-    return nn.Parameter(torch.empty(channels, taps).uniform_(-bound, bound))
 
 
 @register(
@@ -92,8 +80,7 @@ class Hyena(LongConvMixer):
         self.kernel_length = self._positive_int("kernel_length", kernel_length)
         width = (order + 1) * dim
         self.in_proj = nn.Linear(dim, width)
-        self.short_weight = _short_weight(width, short_kernel)
-        self.short_bias = nn.Parameter(torch.zeros(width))
+        self.short = ShortConv(width, self.short_kernel, bias=True)
         self.filter = HyenaFilter(order * dim, width=self._positive_int("filter_width", filter_width),
                                   depth=self._positive_int("filter_depth", filter_depth),
                                   positional_bands=self._positive_int("positional_bands", positional_bands),
@@ -120,7 +107,7 @@ class Hyena(LongConvMixer):
 
     def _mix(self, x: Tensor, state: State | None) -> tuple[Tensor, State | None]:
         u = self.in_proj(x).transpose(1, 2).contiguous()                           # (B, (N+1)D, L)
-        u, short = self.short_conv(u, self.short_weight, self.short_bias, state, "short")
+        u, short = self.short(u, None if state is None else state["short"], channels_first=True, impl=self.short_impl)
         v, *gates = u.split(self.dim, dim=1)
         history = None if state is None else state["history"].to(x.dtype)
         past = 0 if history is None else history.shape[-1]
@@ -281,8 +268,7 @@ class MultiHeadHyena(LongConvMixer):
         self.head_dim = check_heads(self.spec.name, dim, num_heads)
         self.short_kernel = self._positive_int("short_kernel", short_kernel)
         self.in_proj = nn.Linear(dim, 3 * dim)
-        self.short_weight = _short_weight(3 * dim, short_kernel)
-        self.short_bias = nn.Parameter(torch.zeros(3 * dim))
+        self.short = ShortConv(3 * dim, self.short_kernel, bias=True)
         self.filter = HyenaFilter(num_heads, width=self._positive_int("filter_width", filter_width),
                                   depth=self._positive_int("filter_depth", filter_depth),
                                   positional_bands=self._positive_int("positional_bands", positional_bands),
@@ -299,7 +285,7 @@ class MultiHeadHyena(LongConvMixer):
     def _mix(self, x: Tensor, state: State | None) -> tuple[Tensor, State | None]:
         h, d = self.num_heads, self.head_dim
         u = self.in_proj(x).transpose(1, 2).contiguous()
-        u, short = self.short_conv(u, self.short_weight, self.short_bias, state, "short")
+        u, short = self.short(u, None if state is None else state["short"], channels_first=True, impl=self.short_impl)
         q, k, v = (t.unflatten(1, (h, d)) for t in u.split(self.dim, dim=1))      # (B, H, d, L)
         kv = k[:, :, :, None] * v[:, :, None]                                      # (B, H, d_k, d_v, L)
         history = None if state is None else state["history"].to(x.dtype)

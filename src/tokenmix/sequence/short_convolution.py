@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tokenmix.mixer import SequenceMixer, State
-from tokenmix.ops.fftconv import fft_conv
 from tokenmix.registry import register
 from tokenmix.sequence._heads import check_heads
+from tokenmix.sequence._short_conv import ShortConv, causal_conv
 
 
 def causal_taps(u: Tensor, taps: int, dilation: int, history: Tensor | None) -> tuple[list[Tensor], Tensor]:
@@ -42,12 +42,8 @@ class _ShortConvMixer(SequenceMixer):
     def _convolve(self, u: Tensor, kernel: Tensor, state: State | None) -> tuple[Tensor, State | None]:
         """Convolve with a fixed `(C, k)` kernel whose tap j is lag j."""
         impl = "reference" if self.impl == "reference" else "direct"
-        history = None if state is None else state["inputs"]
-        y = fft_conv(u, kernel, history=history, impl=impl)
-        if state is None:
-            return y, None
-        full = torch.cat([history.to(u.dtype), u], dim=-1)
-        return y, {"inputs": full[..., full.shape[-1] - (self.kernel_size - 1):]}
+        y, history = causal_conv(u, kernel, None if state is None else state["inputs"], impl=impl)
+        return y, (None if state is None else {"inputs": history})
 
 
 def _kernel_size(mixer: SequenceMixer, value: int) -> int:
@@ -75,14 +71,12 @@ class ShortConvolution(_ShortConvMixer):
                  causal: bool | None = None) -> None:
         super().__init__(dim, impl=impl, causal=causal)
         self.kernel_size, self.channels, self.activation = _kernel_size(self, kernel_size), dim, activation
-        bound = kernel_size ** -0.5
-        self.weight = nn.Parameter(torch.empty(dim, kernel_size).uniform_(-bound, bound))
-        self.bias = nn.Parameter(torch.zeros(dim))
+        self.conv = ShortConv(dim, self.kernel_size, bias=True)
 
     def _mix(self, x: Tensor, state: State | None) -> tuple[Tensor, State | None]:
-        y, state = self._convolve(x.transpose(1, 2), self.weight, state)
-        y = y.transpose(1, 2) + self.bias
-        return (F.silu(y) if self.activation else y), state
+        impl = "reference" if self.impl == "reference" else "direct"
+        y, history = self.conv(x, None if state is None else state["inputs"], impl=impl)
+        return (F.silu(y) if self.activation else y), (None if state is None else {"inputs": history})
 
 
 @register(

@@ -14,6 +14,7 @@ from tokenmix.ops.fftconv import fft_conv
 from tokenmix.ops.kernels import MODAL_CHUNK, ModalKernel, complex_exp, modal_sum
 from tokenmix.registry import register
 from tokenmix.sequence._heads import check_heads
+from tokenmix.sequence._short_conv import ShortConv
 
 SSM_IMPLS = ("reference", "fft", "recurrent")
 
@@ -138,7 +139,8 @@ class H3(SequenceMixer):
         self.head_dim = check_heads(self.spec.name, dim, self.num_heads)
         self.shift_size = self._positive_int("shift_size", shift_size)
         self.qkv = nn.Linear(dim, 3 * dim)
-        self.shift = nn.Parameter(torch.randn(dim, shift_size) / shift_size ** 0.5)
+        self.shift = ShortConv(dim, shift_size)
+        nn.init.normal_(self.shift.weight, std=shift_size ** -0.5)
         self.kernel = ModalKernel(dim, state_size=self._positive_int("state_size", state_size))
         self.modes = self.kernel.log_decay.shape[-1]
         self.skip = nn.Parameter(torch.randn(dim))
@@ -152,8 +154,8 @@ class H3(SequenceMixer):
     def _mix(self, x: Tensor, state: State | None) -> tuple[Tensor, State | None]:
         h, d, length = self.num_heads, self.head_dim, x.shape[1]
         q, k, v = self.qkv(x).transpose(1, 2).chunk(3, dim=1)                      # (B, D, L) each
-        history = None if state is None else state["keys"].to(x.dtype)
-        k_shift = fft_conv(k, self.shift, history=history, impl="reference" if self.impl == "reference" else "direct")
+        k_shift, keys = self.shift(k, None if state is None else state["keys"], channels_first=True,
+                                   impl="reference" if self.impl == "reference" else "direct")
         kv = k_shift.unflatten(1, (h, d))[:, :, :, None] * v.unflatten(1, (h, d))[:, :, None]   # (B, H, d, d, L)
         dt_a, b_bar, c = (p.unflatten(0, (h, d))[:, :, None] for p in self.kernel.discrete())   # (H, d, 1, N)
         s0 = None if state is None else _complex_state(state["state"].to(compute_dtype(x, dt_a.real)))
@@ -163,5 +165,4 @@ class H3(SequenceMixer):
         y = self.out(torch.einsum("bhil,bhijl->blhj", q.unflatten(1, (h, d)), w).flatten(-2))
         if state is None:
             return y, None
-        keys = torch.cat([history, k], dim=-1)[..., history.shape[-1] + length - (self.shift_size - 1):]
         return y, {"keys": keys, "state": _real_state(s, state["state"].dtype)}
