@@ -1,0 +1,25 @@
+"""Channel attention: ECA's adaptive kernel size, SE/ECA gates depend only on the image mean."""
+
+from __future__ import annotations
+
+import torch
+
+import tokenmix
+from tokenmix.grid.channel_attention import eca_kernel_size
+
+
+def test_eca_kernel_size_follows_the_paper():
+    # k = |log2(C)/2 + 1/2|_odd: C = 64 -> 3.5 -> 3; C = 256 -> 4.5 -> 5; C = 512 -> 5; C = 2048 -> 6 -> 7
+    assert [eca_kernel_size(c) for c in (64, 256, 512, 2048)] == [3, 5, 5, 7]
+
+
+def test_se_and_eca_are_channel_gates_in_1d_2d_3d():
+    for name in ("squeeze_excitation", "eca"):
+        for dims, shape in ((1, (2, 8, 5)), (2, (2, 8, 5, 4)), (3, (2, 8, 3, 4, 2))):
+            mixer = tokenmix.create(name, 8, spatial_dims=dims).double()
+            x = torch.randn(*shape, dtype=torch.float64)
+            y = mixer(x)
+            gate = y / x
+            flat = gate.flatten(2)
+            torch.testing.assert_close(flat, flat[..., :1].expand_as(flat))
+            assert ((flat > 0) & (flat < 1)).all()
