@@ -7,3 +7,4 @@ from tokenmix.sequence import state_space  # noqa: F401
 from tokenmix.sequence import short_convolution  # noqa: F401
 from tokenmix.sequence import fourier  # noqa: F401
 from tokenmix.sequence import laughing_hyena  # noqa: F401
+from tokenmix.sequence import xlstm  # noqa: F401
