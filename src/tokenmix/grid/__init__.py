@@ -4,3 +4,4 @@ from tokenmix.grid import convolution  # noqa: F401
 from tokenmix.grid import large_kernel  # noqa: F401
 from tokenmix.grid import operators  # noqa: F401
 from tokenmix.grid import channel_attention  # noqa: F401
+from tokenmix.grid import gated  # noqa: F401
