@@ -8,3 +8,4 @@ from tokenmix.sequence import short_convolution  # noqa: F401
 from tokenmix.sequence import fourier  # noqa: F401
 from tokenmix.sequence import laughing_hyena  # noqa: F401
 from tokenmix.sequence import xlstm  # noqa: F401
+from tokenmix.sequence import mamba  # noqa: F401
