@@ -5,3 +5,4 @@ from tokenmix.grid import large_kernel  # noqa: F401
 from tokenmix.grid import operators  # noqa: F401
 from tokenmix.grid import channel_attention  # noqa: F401
 from tokenmix.grid import gated  # noqa: F401
+from tokenmix.grid import dynamic  # noqa: F401

@@ -1,0 +1,43 @@
+"""Dynamic kernels: involution with a position-independent kernel is a depthwise conv; routing weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import tokenmix
+from tokenmix.ops.conv import conv
+
+
+@pytest.mark.parametrize("impl", ["reference", "unfold"])
+def test_involution_with_a_constant_kernel_is_a_grouped_depthwise_conv(impl):
+    torch.manual_seed(0)
+    mixer = tokenmix.create("involution", 8, kernel_size=3, group_channels=4, impl=impl).double()
+    kernel = torch.randn(2, 9, dtype=torch.float64)  # one 3×3 kernel per group of 4 channels
+    with torch.no_grad():
+        mixer.span.weight.zero_()
+        mixer.span.bias.copy_(kernel.flatten())
+    x = torch.randn(2, 8, 7, 9, dtype=torch.float64)
+    weight = kernel.repeat_interleave(4, dim=0).view(8, 1, 3, 3)
+    torch.testing.assert_close(mixer(x), conv(x, weight, groups=8, impl="reference"))
+
+
+def test_dynamic_conv_routing_is_a_distribution_and_condconv_a_sigmoid():
+    x = torch.randn(3, 8, 5, 5)
+    pi = tokenmix.create("dynamic_conv", 8, num_experts=5).routing_weights(x)
+    torch.testing.assert_close(pi.sum(-1), torch.ones(3))
+    alpha = tokenmix.create("condconv", 8, num_experts=5).routing_weights(x)
+    assert alpha.shape == (3, 5) and ((alpha > 0) & (alpha < 1)).all()
+
+
+def test_condconv_with_equal_experts_is_a_scaled_conv():
+    torch.manual_seed(0)
+    mixer = tokenmix.create("condconv", 4, num_experts=3, groups=2).double()
+    with torch.no_grad():
+        mixer.weight.copy_(mixer.weight[:1].expand_as(mixer.weight))
+        mixer.bias.zero_()
+    x = torch.randn(2, 4, 6, 7, dtype=torch.float64)
+    scale = mixer.routing_weights(x).sum(-1)
+    for i in range(2):
+        expected = scale[i] * conv(x[i:i + 1], mixer.weight[0], groups=2)
+        torch.testing.assert_close(mixer(x)[i:i + 1], expected)
