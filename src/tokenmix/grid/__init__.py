@@ -6,3 +6,4 @@ from tokenmix.grid import operators  # noqa: F401
 from tokenmix.grid import channel_attention  # noqa: F401
 from tokenmix.grid import gated  # noqa: F401
 from tokenmix.grid import dynamic  # noqa: F401
+from tokenmix.grid import pooling  # noqa: F401

@@ -1,11 +1,16 @@
-"""Convolutional grid mixers."""
+"""Convolutional grid mixers: depthwise (ConvNeXt), Inception depthwise (InceptionNeXt), partial (FasterNet),
+ConvMixer. All convolve through `tokenmix.ops.conv`, so each offers its `reference`, `direct` and `fft` forms."""
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tokenmix.errors import MixerInputError
+from tokenmix.grid._parts import CONV_IMPLS, depthwise_weight, odd_kernel
 from tokenmix.mixer import GridMixer
 from tokenmix.ops.conv import conv
 from tokenmix.registry import register
@@ -43,3 +48,127 @@ class DepthwiseConvolution(GridMixer):
 
     def _mix(self, x: Tensor) -> Tensor:
         return conv(x, self.weight, self.bias, groups=self.dim, impl=self.impl)
+
+
+@register(
+    name="inception_next",
+    family="convolution",
+    layout="grid",
+    paper="InceptionNeXt: When Inception Meets ConvNeXt",
+    arxiv="2303.16900",
+    impls=CONV_IMPLS,
+    causal="never",
+    state="none",
+    time_complexity="N D (k_s^2 + 2 k_b) / 8",
+    memory_complexity="N",
+    spatial_dims=(2,),
+    summary="InceptionNeXt: channels split into a 3×3, a 1×11 and an 11×1 depthwise branch and an identity.",
+)
+class InceptionDepthwiseConvolution(GridMixer):
+    """Inception depthwise convolution (Yu et al., arXiv 2303.16900), eq. (7)-(11):
+
+        X_hw, X_w, X_h, X_id = X[:, :g], X[:, g:2g], X[:, 2g:3g], X[:, 3g:]
+        X' = Concat(DWConv_{k_s×k_s}(X_hw), DWConv_{1×k_b}(X_w), DWConv_{k_b×1}(X_h), X_id)
+
+    g = ⌊C · `branch_ratio`⌋ channels per convolutional branch (1/8), k_s = `square_kernel_size` (3),
+    k_b = `band_kernel_size` (11)."""
+
+    def __init__(self, dim: int, *, square_kernel_size: int = 3, band_kernel_size: int = 11,
+                 branch_ratio: float = 0.125, **base) -> None:
+        super().__init__(dim, **base)
+        square = odd_kernel(self, "square_kernel_size", square_kernel_size)
+        band = odd_kernel(self, "band_kernel_size", band_kernel_size)
+        if not isinstance(branch_ratio, (int, float)) or isinstance(branch_ratio, bool) or not 0 < branch_ratio <= 1 / 3:
+            raise self._fail(f"branch_ratio must be in (0, 1/3], got {branch_ratio!r}")
+        self.branch_channels = int(dim * branch_ratio)
+        if self.branch_channels == 0:
+            raise self._fail(f"dim {dim} × branch_ratio {branch_ratio} leaves no channel per branch")
+        g = self.branch_channels
+        self.square_weight = depthwise_weight(g, (square, square))
+        self.width_weight = depthwise_weight(g, (1, band))
+        self.height_weight = depthwise_weight(g, (band, 1))
+        self.bias = nn.Parameter(torch.zeros(3, g))
+
+    def _mix(self, x: Tensor) -> Tensor:
+        g = self.branch_channels
+        hw, w, h, identity = x.split([g, g, g, x.shape[1] - 3 * g], dim=1)
+        branches = [conv(part, weight, bias, groups=g, impl=self.impl)
+                    for part, weight, bias in zip((hw, w, h), (self.square_weight, self.width_weight,
+                                                               self.height_weight), self.bias)]
+        return torch.cat([*branches, identity], dim=1)
+
+
+@register(
+    name="fasternet_pconv",
+    family="convolution",
+    layout="grid",
+    paper="Run, Don't Walk: Chasing Higher FLOPS for Faster Neural Networks",
+    arxiv="2303.03667",
+    impls=CONV_IMPLS,
+    causal="never",
+    state="none",
+    time_complexity="N k^2 (D r)^2",
+    memory_complexity="N",
+    spatial_dims=(2,),
+    summary="FasterNet partial convolution: a dense k×k conv on the first quarter of the channels, the rest kept.",
+)
+class PartialConvolution(GridMixer):
+    """Partial convolution PConv (Chen et al., arXiv 2303.03667), section 3.1:
+
+        y = Concat(W ∗ x[:, :c_p], x[:, c_p:]),     c_p = ⌊C · `partial_ratio`⌋ (1/4)
+
+    W a dense (regular) `kernel_size`² convolution c_p → c_p, without bias as in the paper; the remaining
+    channels pass through untouched (the following pointwise layers mix them)."""
+
+    def __init__(self, dim: int, *, kernel_size: int = 3, partial_ratio: float = 0.25, **base) -> None:
+        super().__init__(dim, **base)
+        self.kernel_size = odd_kernel(self, "kernel_size", kernel_size)
+        if not isinstance(partial_ratio, (int, float)) or isinstance(partial_ratio, bool) or not 0 < partial_ratio <= 1:
+            raise self._fail(f"partial_ratio must be in (0, 1], got {partial_ratio!r}")
+        self.partial_channels = int(dim * partial_ratio)
+        if self.partial_channels == 0:
+            raise self._fail(f"dim {dim} × partial_ratio {partial_ratio} leaves no channel to convolve")
+        c = self.partial_channels
+        self.weight = nn.Parameter(torch.empty(c, c, kernel_size, kernel_size))
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+
+    def _mix(self, x: Tensor) -> Tensor:
+        c = self.partial_channels
+        return torch.cat([conv(x[:, :c], self.weight, impl=self.impl), x[:, c:]], dim=1)
+
+
+@register(
+    name="convmixer",
+    family="convolution",
+    layout="grid",
+    paper="Patches Are All You Need?",
+    arxiv="2201.09792",
+    impls=CONV_IMPLS,
+    causal="never",
+    state="none",
+    time_complexity="N (k^2 D + D^2)",
+    memory_complexity="N D",
+    spatial_dims=(2,),
+    summary="ConvMixer layer: residual depthwise k×k conv → GELU → norm, then pointwise conv → GELU → norm.",
+)
+class ConvMixerLayer(GridMixer):
+    """One ConvMixer layer (Trockman & Kolter, arXiv 2201.09792), eq. (2)-(3):
+
+        z' = BN(σ(ConvDepthwise(z))) + z,      z_out = BN(σ(ConvPointwise(z')))
+
+    σ = GELU, a depthwise `kernel_size`² conv (9 in the paper's ConvMixer-1536/20). BN is taken in its inference
+    form, a learned per-channel scale and shift (batch statistics would couple the examples of a batch)."""
+
+    def __init__(self, dim: int, *, kernel_size: int = 9, **base) -> None:
+        super().__init__(dim, **base)
+        self.kernel_size = odd_kernel(self, "kernel_size", kernel_size)
+        self.depthwise_weight = depthwise_weight(dim, kernel_size)
+        self.depthwise_bias = nn.Parameter(torch.zeros(dim))
+        self.pointwise = nn.Conv2d(dim, dim, 1)
+        self.norm_scale = nn.Parameter(torch.ones(2, dim, 1, 1))
+        self.norm_shift = nn.Parameter(torch.zeros(2, dim, 1, 1))
+
+    def _mix(self, x: Tensor) -> Tensor:
+        z = F.gelu(conv(x, self.depthwise_weight, self.depthwise_bias, groups=self.dim, impl=self.impl))
+        z = z * self.norm_scale[0] + self.norm_shift[0] + x
+        return F.gelu(self.pointwise(z)) * self.norm_scale[1] + self.norm_shift[1]
