@@ -1,0 +1,126 @@
+"""Log-linear attention: decayed linear attention with a Fenwick-tree hierarchy of states.
+
+"Log-Linear Attention", Guo, Yang, Goel, Xing, Dao & Kim 2025, arXiv:2506.04761. The prefix of query t (positions
+counted from 0) is split into buckets of sizes 1, 1, 2, 4, ...: token s ≤ t sits at level
+
+    ℓ(t, s) = 0 if s = t,   else  ⌊log2(t XOR s)⌋ + 1        (level ℓ ≥ 1 holds 2^(ℓ-1) tokens, present iff bit ℓ-1 of t is set)
+
+and each level has its own data-dependent weight λ_t^(ℓ) ≥ 0:
+
+    o_t = Σ_{s≤t} λ_t^(ℓ(t,s)) exp(c_t - c_s) (q_t · k_s) v_s            (c the cumulative scalar log-decay, as Mamba-2)
+
+i.e. `O = (Q Kᵀ ⊙ M^S ⊙ M^H) V` with the semiseparable decay mask M^S and the hierarchical mask M^H. The state is one
+`(K, V)` matrix per level, `(B, H, num_levels, K, V)`; levels at or above `num_levels - 1` share the top one, so a
+state of `num_levels` matrices serves `2^(num_levels-1)` tokens exactly and stays finite beyond.
+
+Forms (`impl`): `reference` (the masked quadratic form above); `recurrent` (per token: the levels the Fenwick
+increment of t carries over merge into one, everything decays, the token becomes level 0; the streaming form).
+`start` is the absolute position of the first token (the hierarchy depends on it); the initial state is the one
+left after token `start - 1`, whose level ℓ' reaches a later t at level max(ℓ(t, start-1), ℓ').
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from tokenmix.errors import MixerInputError
+from tokenmix.ops._checks import check_heads, check_impl, compute_dtype
+
+IMPLS = ("reference", "recurrent")
+
+
+def fenwick_level(t: Tensor, s: Tensor, num_levels: int) -> Tensor:
+    """min(ℓ(t, s), num_levels - 1) for integer tensors (broadcast): the bit length of t XOR s, counted exactly."""
+    x = torch.bitwise_xor(t, s)
+    level = torch.zeros_like(x)
+    for bit in range(num_levels - 1):
+        level = level + (torch.bitwise_right_shift(x, bit) > 0).long()
+    return level
+
+
+def log_linear_attention(q: Tensor, k: Tensor, v: Tensor, level_weights: Tensor, log_decay: Tensor | None = None,
+                         *, scale: float | None = None, start: int = 0, initial_state: Tensor | None = None,
+                         return_state: bool = False, impl: str = "auto"):
+    """Log-linear attention on `(B, H, L, K)` q, k, `(B, H, L, V)` v, `level_weights` λ `(B, H, L, num_levels)`
+    and a per-token scalar `log_decay` `(B, H, L)` (≤ 0) or None. Returns `o` or `(o, state)`, the state being
+    `(B, H, num_levels, K, V)` in the compute dtype."""
+    op = "log_linear_attention"
+    check_impl(op, impl, ("auto", *IMPLS))
+    check_heads(op, q=q, k=k, v=v, level_weights=level_weights)
+    batch, heads, length, key_dim = q.shape
+    if k.shape != q.shape or v.shape[2] != length or level_weights.shape[2] != length:
+        raise MixerInputError(f"{op}: q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)} and "
+                              f"level_weights {tuple(level_weights.shape)} do not agree")
+    num_levels = level_weights.shape[-1]
+    if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+        raise MixerInputError(f"{op}: start must be a non-negative integer, got {start!r}")
+    dtype, out_dtype = compute_dtype(q, k, v), v.dtype
+    scale = key_dim ** -0.5 if scale is None else scale
+    q, k, v, lam = q.to(dtype) * scale, k.to(dtype), v.to(dtype), level_weights.to(dtype)
+    if log_decay is None:
+        g = q.new_zeros(batch, heads, length)
+    else:
+        if log_decay.shape != (batch, heads, length):
+            raise MixerInputError(f"{op}: log_decay must have shape ({batch}, {heads}, {length}), "
+                                  f"got {tuple(log_decay.shape)}")
+        g = log_decay.to(dtype)
+    state = q.new_zeros(batch, heads, num_levels, key_dim, v.shape[-1])
+    if initial_state is not None:
+        if initial_state.shape != state.shape:
+            raise MixerInputError(f"{op}: initial_state must have shape {tuple(state.shape)}, "
+                                  f"got {tuple(initial_state.shape)}")
+        state = initial_state.to(dtype)
+    if impl == "auto":
+        impl = "recurrent"
+    run = _reference if impl == "reference" else _recurrent
+    o, state = run(q, k, v, lam, g, state, start)
+    o = o.to(out_dtype)
+    return (o, state) if return_state else o
+
+
+def _reference(q: Tensor, k: Tensor, v: Tensor, lam: Tensor, g: Tensor, state: Tensor,
+               start: int) -> tuple[Tensor, Tensor]:
+    length, num_levels = q.shape[2], lam.shape[-1]
+    positions = torch.arange(start, start + length, device=q.device)
+    level = fenwick_level(positions[:, None], positions[None, :], num_levels)       # (t, s)
+    visible = positions[None, :] <= positions[:, None]
+    c = g.cumsum(dim=2)
+    decay = (c.unsqueeze(-1) - c.unsqueeze(-2)).masked_fill(~visible, float("-inf")).exp()
+    weights = lam.gather(-1, level.expand(*lam.shape[:2], length, length))          # λ_t^(ℓ(t,s))
+    o = (q @ k.transpose(-1, -2) * decay * weights) @ v
+    last = positions[-1]
+    final = torch.zeros_like(state)
+    key_levels = fenwick_level(last, positions, num_levels)                          # (s,)
+    contribution = k.unsqueeze(-1) * v.unsqueeze(-2) * (c[:, :, -1:] - c).exp()[..., None, None]
+    final = final.index_add(2, key_levels, contribution)
+    if start > 0:  # the carried levels: level ℓ' reaches t at level max(ℓ(t, start-1), ℓ')
+        carried = torch.arange(num_levels, device=q.device)
+        reached = torch.maximum(fenwick_level(positions, torch.tensor(start - 1), num_levels)[:, None],
+                                carried[None, :])                                    # (t, ℓ')
+        read = torch.einsum("bhtk,bhlkv->bhtlv", q, state)                          # q_tᵀ S0[ℓ']
+        o = o + c.exp().unsqueeze(-1) * (lam.gather(-1, reached.expand(*lam.shape[:2], -1, -1)).unsqueeze(-1)
+                                         * read).sum(3)
+        final_reached = torch.maximum(fenwick_level(last, torch.tensor(start - 1), num_levels), carried)
+        final = final.index_add(2, final_reached, state * c[:, :, -1].exp()[..., None, None, None])
+    return o, final
+
+
+def _recurrent(q: Tensor, k: Tensor, v: Tensor, lam: Tensor, g: Tensor, state: Tensor,
+               start: int) -> tuple[Tensor, Tensor]:
+    num_levels = lam.shape[-1]
+    top = num_levels - 1
+    outputs = []
+    for i in range(q.shape[2]):
+        t = start + i
+        if t > 0:  # the Fenwick increment t-1 -> t carries levels 0..j into level j + 1 (clamped to the top)
+            j = (t & -t).bit_length() - 1
+            target = min(j + 1, top)
+            merged = state[:, :, :target + 1].sum(2, keepdim=True)
+            state = torch.cat([torch.zeros_like(state[:, :, :target]), merged, state[:, :, target + 1:]], dim=2)
+        state = g[:, :, i].exp()[..., None, None, None] * state
+        token = (k[:, :, i].unsqueeze(-1) * v[:, :, i].unsqueeze(-2)).unsqueeze(2)
+        state = torch.cat([state[:, :, :1] + token, state[:, :, 1:]], dim=2)
+        read = torch.einsum("bhk,bhlkv->bhlv", q[:, :, i], state)
+        outputs.append((lam[:, :, i].unsqueeze(-1) * read).sum(2))
+    return torch.stack(outputs, dim=2), state
