@@ -24,7 +24,7 @@ def test_involution_with_a_constant_kernel_is_a_grouped_depthwise_conv(impl):
 
 def test_dynamic_conv_routing_is_a_distribution_and_condconv_a_sigmoid():
     x = torch.randn(3, 8, 5, 5)
-    pi = tokenmix.create("dynamic_conv", 8, num_experts=5).routing_weights(x)
+    pi = tokenmix.create("dynamic_conv2d", 8, num_experts=5).routing_weights(x)
     torch.testing.assert_close(pi.sum(-1), torch.ones(3))
     alpha = tokenmix.create("condconv", 8, num_experts=5).routing_weights(x)
     assert alpha.shape == (3, 5) and ((alpha > 0) & (alpha < 1)).all()

@@ -125,7 +125,7 @@ class ConditionalConvolution(GridMixer):
 
 
 @register(
-    name="dynamic_conv",
+    name="dynamic_conv2d",
     family="dynamic",
     layout="grid",
     paper="Dynamic Convolution: Attention over Convolution Kernels",

@@ -1,5 +1,6 @@
 """Backbones that take a mixer name."""
 
 from tokenmix.models.sequence import SequenceModel
+from tokenmix.models.vision import VisionModel
 
-__all__ = ["SequenceModel"]
+__all__ = ["SequenceModel", "VisionModel"]

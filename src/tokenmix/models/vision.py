@@ -1,0 +1,161 @@
+"""A MetaFormer image backbone around any token mixer (Yu et al., "MetaFormer Is Actually What You Need for
+Vision", arXiv 2111.11418).
+
+image (B, C_in, H, W) → stem (patch_size × patch_size conv, stride patch_size)
+      → stage 1 → downsample → stage 2 → ... (each stage: depth × block at one width)
+      → global average pool → LayerNorm → Linear head
+
+block:  x = x + mixer(norm(x));   x = x + MLP(norm(x))      (norm: LayerNorm over channels at each position;
+                                                            MLP: 1×1 conv → GELU → 1×1 conv)
+
+Downsampling between stages is a 3×3 convolution with stride 2. One stage is the isotropic configuration (ViT /
+ConvMixer-like), several stages the hierarchical one (PoolFormer / ConvNeXt-like). Each stage names its mixer, so
+a model can mix families (e.g. pooling early, attention late). Grid mixers receive `(B, D, h, w)`; sequence
+mixers receive the positions flattened row by row, `(B, h·w, D)`, built non-causal unless they are causal by
+construction — the flatten adapter, in one place, so no mixer carries layout glue.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+import tokenmix
+from tokenmix.errors import MixerInputError
+
+
+class ChannelLayerNorm(nn.Module):
+    """LayerNorm over the channels of a channels-first grid, at each position."""
+
+    def __init__(self, dim: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, eps=eps)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.norm(x.movedim(1, -1)).movedim(-1, 1)
+
+
+class FlattenedSequenceMixer(nn.Module):
+    """Runs a sequence mixer on a grid: `(B, D, h, w)` → `(B, h·w, D)` → mixer → back."""
+
+    def __init__(self, mixer: nn.Module) -> None:
+        super().__init__()
+        self.mixer = mixer
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, d, *spatial = x.shape
+        y = self.mixer(x.flatten(2).transpose(1, 2))
+        return y.transpose(1, 2).reshape(b, d, *spatial)
+
+
+def build_grid_mixer(name: str, dim: int, options: dict[str, Any] | None = None) -> nn.Module:
+    """A mixer for `(B, dim, h, w)` grids: a 2D grid mixer as is, a sequence mixer through the flatten adapter."""
+    options = dict(options or {})
+    spec = tokenmix.spec(name)
+    if spec.layout == "grid":
+        if 2 not in spec.spatial_dims:
+            raise MixerInputError(f"{name}: a vision backbone needs a 2D grid mixer; it supports {spec.spatial_dims}")
+        return tokenmix.create(name, dim, **options)
+    if spec.causal != "always" and "causal" not in options:
+        options["causal"] = False  # an image has no order to respect
+    return FlattenedSequenceMixer(tokenmix.create(name, dim, **options))
+
+
+class MLP(nn.Module):
+    """The channel mixer of a block: 1×1 conv → GELU → 1×1 conv."""
+
+    def __init__(self, dim: int, hidden_dim: int) -> None:
+        super().__init__()
+        self.up = nn.Conv2d(dim, hidden_dim, 1)
+        self.activation = nn.GELU()
+        self.down = nn.Conv2d(hidden_dim, dim, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.down(self.activation(self.up(x)))
+
+
+class MetaFormerBlock(nn.Module):
+    def __init__(self, dim: int, mixer: str, mixer_options: dict[str, Any] | None, mlp_ratio: float) -> None:
+        super().__init__()
+        self.mixer_norm = ChannelLayerNorm(dim)
+        self.mixer = build_grid_mixer(mixer, dim, mixer_options)
+        self.mlp_norm = ChannelLayerNorm(dim)
+        self.mlp = MLP(dim, max(1, int(round(mlp_ratio * dim))))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.mixer(self.mixer_norm(x))
+        return x + self.mlp(self.mlp_norm(x))
+
+
+def _per_stage(value: Any, stages: int, what: str) -> list[Any]:
+    if isinstance(value, (str, dict)) or value is None:
+        return [value] * stages
+    value = list(value)
+    if len(value) != stages:
+        raise MixerInputError(f"VisionModel: {what} names {len(value)} stages, depths has {stages}")
+    return value
+
+
+class VisionModel(nn.Module):
+    """Images `(B, in_channels, H, W)` → logits `(B, num_classes)`, a MetaFormer with a mixer per stage.
+
+    `depths` and `dims` give the blocks and width of each stage (one entry: isotropic; several: hierarchical,
+    each stage after the first halving the resolution). `mixers` is one name or one per stage, `mixer_options`
+    one dict or one per stage. `num_classes=0` returns pooled features."""
+
+    def __init__(self, mixers: str | Sequence[str], *, in_channels: int = 3, num_classes: int = 10,
+                 depths: Sequence[int] = (2, 2, 2, 2), dims: Sequence[int] = (32, 64, 128, 256),
+                 mixer_options: dict[str, Any] | Sequence[dict[str, Any] | None] | None = None,
+                 patch_size: int = 4, mlp_ratio: float = 4.0) -> None:
+        super().__init__()
+        depths, dims = list(depths), list(dims)
+        if not depths or len(depths) != len(dims) or min(depths) < 1 or min(dims) < 1:
+            raise MixerInputError(f"VisionModel: depths {depths} and dims {dims} must be positive and of equal length")
+        if patch_size < 1:
+            raise MixerInputError(f"VisionModel: patch_size must be positive, got {patch_size}")
+        mixers = _per_stage(mixers, len(depths), "mixers")
+        options = _per_stage(mixer_options, len(depths), "mixer_options")
+        self.in_channels = in_channels
+        self.stem = nn.Conv2d(in_channels, dims[0], patch_size, stride=patch_size)
+        self.stages = nn.ModuleList()
+        for i, (depth, dim) in enumerate(zip(depths, dims)):
+            layers: list[nn.Module] = []
+            if i > 0:
+                layers.append(nn.Conv2d(dims[i - 1], dim, 3, stride=2, padding=1))
+            layers += [MetaFormerBlock(dim, mixers[i], options[i], mlp_ratio) for _ in range(depth)]
+            self.stages.append(nn.Sequential(*layers))
+        self.num_features = dims[-1]
+        self.head_norm = nn.LayerNorm(self.num_features)
+        self.head: nn.Module = nn.Identity()
+        self.reset_classifier(num_classes)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """A new, freshly initialized head for `num_classes` classes (0: none, the model returns features)."""
+        self.num_classes = num_classes
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def forward_features(self, images: Tensor) -> Tensor:
+        """`(B, in_channels, H, W)` → the last stage's feature map `(B, num_features, h, w)`."""
+        if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[1] != self.in_channels \
+                or not images.is_floating_point():
+            shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+            raise MixerInputError(f"VisionModel: expected floating images of shape (batch, {self.in_channels}, "
+                                  f"height, width), got {shape}")
+        x = self.stem(images)
+        for stage in self.stages:
+            x = stage(x)
+        return x
+
+    def forward_head(self, features: Tensor, pre_logits: bool = False) -> Tensor:
+        """Feature map → global average pool → LayerNorm → (unless `pre_logits`) the classifier."""
+        pooled = self.head_norm(features.mean((2, 3)))
+        return pooled if pre_logits else self.head(pooled)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(images))
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
