@@ -9,6 +9,8 @@ convolution of that history with the kernel evaluated at the history's length �
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -243,10 +245,10 @@ class FlexConv(KernelConvMixer):
     layout="sequence",
     paper="Laughing Hyena Distillery: Extracting Compact Recurrences From Convolutions",
     arxiv="2310.18780",
-    impls=LONG_CONV_IMPLS,
+    impls=("reference", "fft", "quadratic"),
     causal="always",
     state="growing",
-    time_complexity="L log L",
+    time_complexity="L log L · d (fft) / L² (quadratic)",
     memory_complexity="L d",
     summary="Hyena with heads: per head, one implicit long filter over the key-value outer products, read out by "
             "the queries (filters tied across the head's channels).",
@@ -258,7 +260,18 @@ class MultiHeadHyena(LongConvMixer):
         y_t = W_out concat_m (q^m_tᵀ z^m_t)
 
     with one Hyena implicit filter h^m per head (`HyenaFilter`, shared by the d² channels of the head). With d = 1
-    it is order-2 Hyena with per-channel filters. Defaults as `hyena` (short filter 3 taps, filter width 64)."""
+    it is order-2 Hyena with per-channel filters. Defaults as `hyena` (short filter 3 taps, filter width 64).
+
+    Forms: `reference` and `fft` convolve the d² outer-product channels of each head (O(d² L log L) per head by
+    FFT); `quadratic` uses that the filter is shared by a head's channels, so y_t = Σ_s h_{t-s} (q_t·k_s) v_s:
+    causal attention whose score matrix is masked by the Toeplitz matrix of h (O(L² d) per head, no d×d
+    channels). `auto` takes `quadratic` while L_new·(d + SCORE_COST) ≤ QUADRATIC_RATIO·d²·log2(2(P + L)) — the
+    two forms' measured costs per head on CPU, fp32 (with d = 64 the crossover is near L = 23k; with d = 4 the
+    FFT form wins from L ≈ 100) — so a streamed token costs O(P d) instead of O(P d²)."""
+
+    QUADRATIC_RATIO = 45.0  # FFT form's cost per d²·L·log2(2L) over the quadratic form's per L²·(d + SCORE_COST)
+    SCORE_COST = 61.0       # a Toeplitz-masked score's elementwise work, in multiply-adds of the head dimension
+    QUERY_BLOCK = 256       # query rows per block of the quadratic form (bounds its memory at B·H·block·(P + L))
 
     def __init__(self, dim: int, *, num_heads: int = 4, short_kernel: int = 3, filter_width: int = 64,
                  filter_depth: int = 3, positional_bands: int = 8, sine_frequency: float = 1.0,
@@ -280,19 +293,65 @@ class MultiHeadHyena(LongConvMixer):
     def _init_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> State:
         h, d = self.num_heads, self.head_dim
         return {"short": torch.zeros(batch_size, 3 * self.dim, self.short_kernel - 1, device=device, dtype=dtype),
-                "history": torch.zeros(batch_size, h, d, d, 0, device=device, dtype=dtype)}
+                "keys": torch.zeros(batch_size, h, d, 0, device=device, dtype=dtype),
+                "values": torch.zeros(batch_size, h, d, 0, device=device, dtype=dtype)}
+
+    def _form(self, new: int, total: int) -> str:
+        if self.impl != "auto":
+            return self.impl
+        d = self.head_dim
+        quadratic = new * (d + self.SCORE_COST) <= self.QUADRATIC_RATIO * d * d * math.log2(2 * total)
+        return "quadratic" if quadratic else "fft"
 
     def _mix(self, x: Tensor, state: State | None) -> tuple[Tensor, State | None]:
-        h, d = self.num_heads, self.head_dim
+        h, d, length = self.num_heads, self.head_dim, x.shape[1]
         u = self.in_proj(x).transpose(1, 2).contiguous()
         u, short = self.short(u, None if state is None else state["short"], channels_first=True, impl=self.short_impl)
         q, k, v = (t.unflatten(1, (h, d)) for t in u.split(self.dim, dim=1))      # (B, H, d, L)
-        kv = k[:, :, :, None] * v[:, :, None]                                      # (B, H, d_k, d_v, L)
-        history = None if state is None else state["history"].to(x.dtype)
-        past = 0 if history is None else history.shape[-1]
-        kernel = with_skip(self.filter(past + x.shape[1]), self.skip)[:, None, None]   # (H, 1, 1, P + L)
-        z = self.long_conv(kv, kernel, history)
-        y = self.out(torch.einsum("bhil,bhijl->blhj", q, z).flatten(-2))
+        if state is not None:
+            k = torch.cat([state["keys"].to(k.dtype), k], dim=-1)                   # (B, H, d, P + L)
+            v = torch.cat([state["values"].to(v.dtype), v], dim=-1)
+        past = k.shape[-1] - length
+        kernel = with_skip(self.filter(past + length), self.skip)                 # (H, P + L)
+        form = self._form(length, past + length)
+        if form == "quadratic":
+            z = toeplitz_attention(q, k, v, kernel, self.QUERY_BLOCK)               # (B, H, d, L)
+        else:
+            z = self._outer_product_conv(q, k, v, kernel, form)
+        y = self.out(z.flatten(1, 2).transpose(1, 2))
         if state is None:
             return y, None
-        return y, {"short": short, "history": torch.cat([history, kv], dim=-1)}
+        return y, {"short": short, "keys": k.to(state["keys"].dtype), "values": v.to(state["values"].dtype)}
+
+    def _outer_product_conv(self, q: Tensor, k: Tensor, v: Tensor, kernel: Tensor, impl: str) -> Tensor:
+        """Σ_i q_i (h ∗ (k_i v_j)) over the d² channels of each head, one head at a time (the (B, d, d, L)
+        outer products and their spectra of one head are the working set, not all heads')."""
+        length = q.shape[-1]
+        past = k.shape[-1] - length
+        heads = []
+        for m in range(self.num_heads):
+            kv = k[:, m, :, None] * v[:, m, None]                                   # (B, d_k, d_v, P + L)
+            history = kv[..., :past] if past else None
+            z = fft_conv(kv[..., past:], kernel[m], history=history, impl=impl)     # (B, d_k, d_v, L)
+            heads.append((q[:, m, :, None] * z).sum(1))                             # (B, d_v, L)
+        return torch.stack(heads, dim=1)
+
+
+def toeplitz_attention(q: Tensor, k: Tensor, v: Tensor, kernel: Tensor, block: int) -> Tensor:
+    """y_t = Σ_{s ≤ P + t} h_{P+t-s} (q_t·k_s) v_s for `q: (B, H, d, L)` (the last L of P + L positions),
+    `k, v: (B, H, d, P + L)`, `kernel: (H, P + L)`: causal attention with the Toeplitz matrix of h as its
+    (unnormalized) score mask, computed over blocks of query rows. Returns `(B, H, d_v, L)`."""
+    length, total = q.shape[-1], k.shape[-1]
+    past = total - length
+    q, k, v = q.transpose(-1, -2), k.transpose(-1, -2), v.transpose(-1, -2)      # (B, H, ·, d)
+    # reversed[i] = h_{total-1-i} (zero for negative lags), so the Toeplitz rows of a block, taken last row first,
+    # are consecutive windows of it: a strided view, no gather.
+    windows = torch.nn.functional.pad(kernel.to(q.dtype), (total, 0)).flip(-1).unfold(-1, total, 1)
+    outputs = []
+    for start in range(0, length, block):
+        stop = min(start + block, length)
+        end = past + stop                                                         # keys these queries can see
+        toeplitz = windows[:, length - stop:length - start, :end]                  # rows t = P+stop-1 .. P+start
+        scores = q[:, :, start:stop].flip(2) @ k[:, :, :end].transpose(-1, -2)    # (B, H, rows, end), reversed
+        outputs.append(((scores * toeplitz) @ v[:, :, :end]).flip(2))
+    return torch.cat(outputs, dim=2).transpose(-1, -2)

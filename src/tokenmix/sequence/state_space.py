@@ -132,6 +132,8 @@ class H3(SequenceMixer):
     `num_heads=None` gives head dimension 1, the elementwise form q ⊙ SSM_diag(k̄ ⊙ v). Paper defaults: diagonal
     SSM with N = 64 (S4D-Lin), shift SSM of state size 4 here."""
 
+    GROUP_CHANNELS = 4096  # outer-product channels (d² per head) processed together
+
     def __init__(self, dim: int, *, num_heads: int | None = None, shift_size: int = 4, state_size: int = 64,
                  impl: str = "auto", causal: bool | None = None) -> None:
         super().__init__(dim, impl=impl, causal=causal)
@@ -156,13 +158,24 @@ class H3(SequenceMixer):
         q, k, v = self.qkv(x).transpose(1, 2).chunk(3, dim=1)                      # (B, D, L) each
         k_shift, keys = self.shift(k, None if state is None else state["keys"], channels_first=True,
                                    impl="reference" if self.impl == "reference" else "direct")
-        kv = k_shift.unflatten(1, (h, d))[:, :, :, None] * v.unflatten(1, (h, d))[:, :, None]   # (B, H, d, d, L)
+        q, k_shift, v = (t.unflatten(1, (h, d)) for t in (q, k_shift, v))            # (B, H, d, L)
         dt_a, b_bar, c = (p.unflatten(0, (h, d))[:, :, None] for p in self.kernel.discrete())   # (H, d, 1, N)
         s0 = None if state is None else _complex_state(state["state"].to(compute_dtype(x, dt_a.real)))
         impl = ("recurrent" if length == 1 else "fft") if self.impl == "auto" else self.impl
-        w, s = diagonal_ssm(kv, dt_a, b_bar, c, s0, impl)
-        w = w.to(x.dtype) + self.skip.view(h, d, 1, 1) * kv
-        y = self.out(torch.einsum("bhil,bhijl->blhj", q.unflatten(1, (h, d)), w).flatten(-2))
+        # Heads in groups of about GROUP_CHANNELS outer-product channels (one head at d = 64): a group's
+        # (B, g, d, d, L) outer products and their spectra are the working set, and the queries' readout
+        # Σ_i q_i z_ij is one multiply-reduce over them. The skip term needs no outer product:
+        # Σ_i q_i d_i k̄_i v_j = (q · (d ⊙ k̄)) v_j.
+        skip = (q * self.skip.view(h, d, 1) * k_shift).sum(2, keepdim=True) * v      # (B, H, d, L)
+        group = max(1, self.GROUP_CHANNELS // (d * d))
+        heads, finals = [], []
+        for m in range(0, h, group):
+            g = slice(m, m + group)
+            kv = k_shift[:, g, :, None] * v[:, g, None]                                 # (B, g, d, d, L)
+            w, s = diagonal_ssm(kv, dt_a[g], b_bar[g], c[g], None if s0 is None else s0[:, g], impl)
+            heads.append((q[:, g, :, None] * w.to(x.dtype)).sum(2))                    # (B, g, d, L)
+            finals.append(s)
+        y = self.out((torch.cat(heads, dim=1) + skip).flatten(1, 2).transpose(1, 2))
         if state is None:
             return y, None
-        return y, {"keys": keys, "state": _real_state(s, state["state"].dtype)}
+        return y, {"keys": keys, "state": _real_state(torch.cat(finals, dim=1), state["state"].dtype)}
