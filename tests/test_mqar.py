@@ -106,7 +106,7 @@ def test_bad_parameters_raise_mixer_input_error(params, message):
 
 
 def test_unknown_task_lists_the_valid_ones():
-    with pytest.raises(MixerInputError, match="unknown task 'mqr'.*valid: mqar.*Did you mean 'mqar'"):
+    with pytest.raises(MixerInputError, match="unknown task 'mqr'.*valid: .*mqar.*Did you mean 'mqar'"):
         create_task("mqr")
 
 
