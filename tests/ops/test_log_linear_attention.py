@@ -57,35 +57,37 @@ def test_reference_equals_explicit_buckets():
 
 def test_one_level_is_decayed_linear_attention():
     q, k, v, lam, g = inputs(21, 1)
-    for impl in ("reference", "recurrent"):
-        o = log_linear_attention(q, k, v, torch.ones_like(lam), g, impl=impl)
+    for impl in ("reference", "recurrent", "chunk"):
+        o = log_linear_attention(q, k, v, torch.ones_like(lam), g, impl=impl, chunk_size=4)
         torch.testing.assert_close(o, linear_attention(q, k, v, g, impl="reference"), rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("length,num_levels", [(1, 4), (7, 4), (37, 3), (37, 7), (64, 8)])
+@pytest.mark.parametrize("length,num_levels", [(1, 4), (7, 4), (37, 2), (37, 7), (64, 8)])
 @pytest.mark.parametrize("strength", [0.05, 20.0])
 @pytest.mark.parametrize("start", [0, 5, 16])
-def test_recurrent_equals_reference(length, num_levels, strength, start):
+@pytest.mark.parametrize("with_state", [False, True])
+def test_forms_equal_reference(length, num_levels, strength, start, with_state):
     q, k, v, lam, g = inputs(length, num_levels, strength=strength)
-    state = None if start == 0 else torch.randn(B, H, num_levels, 3, 2, dtype=torch.float64)
+    state = torch.randn(B, H, num_levels, 3, 2, dtype=torch.float64) if with_state else None
     expected, expected_state = log_linear_attention(q, k, v, lam, g, impl="reference", start=start,
                                                     initial_state=state, return_state=True)
-    o, final = log_linear_attention(q, k, v, lam, g, impl="recurrent", start=start, initial_state=state,
-                                    return_state=True)
-    torch.testing.assert_close(o, expected, rtol=1e-10, atol=1e-10)
-    torch.testing.assert_close(final, expected_state, rtol=1e-10, atol=1e-10)
+    for impl, chunk_size in (("recurrent", 64), ("chunk", 8), ("chunk", 6), ("chunk", 1), ("chunk", 32)):
+        o, final = log_linear_attention(q, k, v, lam, g, impl=impl, start=start, initial_state=state,
+                                        return_state=True, chunk_size=chunk_size)
+        torch.testing.assert_close(o, expected, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(final, expected_state, rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("impl", ["reference", "recurrent"])
+@pytest.mark.parametrize("impl", ["reference", "recurrent", "chunk"])
 def test_splitting_anywhere_continues_exactly(impl):
     length, num_levels = 30, 4                                          # 30 > 2^3: the top level is shared
     q, k, v, lam, g = inputs(length, num_levels)
     full = log_linear_attention(q, k, v, lam, g, impl="reference")
     for cut in (1, 2, 7, 8, 9, 16, 29):
         first, state = log_linear_attention(q[:, :, :cut], k[:, :, :cut], v[:, :, :cut], lam[:, :, :cut],
-                                            g[:, :, :cut], impl=impl, return_state=True)
+                                            g[:, :, :cut], impl=impl, return_state=True, chunk_size=4)
         second = log_linear_attention(q[:, :, cut:], k[:, :, cut:], v[:, :, cut:], lam[:, :, cut:], g[:, :, cut:],
-                                      impl=impl, start=cut, initial_state=state)
+                                      impl=impl, start=cut, initial_state=state, chunk_size=4)
         torch.testing.assert_close(torch.cat([first, second], dim=2), full, rtol=1e-10, atol=1e-10)
 
 
@@ -94,11 +96,13 @@ def test_gradients_equal_reference():
     state = torch.randn(B, H, 4, 3, 2, dtype=torch.float64, requires_grad=True)
     leaves = (q, k, v, lam, g, state)
     grads = {}
-    for impl in ("reference", "recurrent"):
-        o, final = log_linear_attention(q, k, v, lam, g, impl=impl, start=3, initial_state=state, return_state=True)
+    for impl in ("reference", "recurrent", "chunk"):
+        o, final = log_linear_attention(q, k, v, lam, g, impl=impl, start=3, initial_state=state, return_state=True,
+                                        chunk_size=4)
         grads[impl] = torch.autograd.grad(o.sin().sum() + final.cos().sum(), leaves)
-    for got, want in zip(grads["recurrent"], grads["reference"]):
-        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-10)
+    for impl in ("recurrent", "chunk"):
+        for got, want in zip(grads[impl], grads["reference"]):
+            torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-10)
 
 
 def test_bad_arguments_raise():
@@ -111,5 +115,7 @@ def test_bad_arguments_raise():
         log_linear_attention(q, k, v, lam, g, start=-1)
     with pytest.raises(MixerInputError, match="initial_state"):
         log_linear_attention(q, k, v, lam, g, initial_state=torch.zeros(1))
+    with pytest.raises(MixerInputError, match="chunk_size"):
+        log_linear_attention(q, k, v, lam, g, chunk_size=0)
     with pytest.raises(MixerInputError, match="agree"):
         log_linear_attention(q, k, v, lam[:, :, :2], g)

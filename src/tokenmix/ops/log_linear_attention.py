@@ -14,9 +14,13 @@ i.e. `O = (Q Kᵀ ⊙ M^S ⊙ M^H) V` with the semiseparable decay mask M^S and 
 state of `num_levels` matrices serves `2^(num_levels-1)` tokens exactly and stays finite beyond.
 
 Forms (`impl`): `reference` (the masked quadratic form above); `recurrent` (per token: the levels the Fenwick
-increment of t carries over merge into one, everything decays, the token becomes level 0; the streaming form).
+increment of t carries over merge into one, everything decays, the token becomes level 0; the streaming form);
+`chunk` (chunks of C = 2^c tokens aligned to absolute positions: inside a chunk the masked form with levels ≤ c;
+between chunks ℓ(t, s) = c + ℓ(T, S) for chunk indices T, S, so the same Fenwick recurrence runs over chunk
+states — O(L C + (L / C) log L) work; unaligned head and ragged tail tokens go through `recurrent`).
 `start` is the absolute position of the first token (the hierarchy depends on it); the initial state is the one
-left after token `start - 1`, whose level ℓ' reaches a later t at level max(ℓ(t, start-1), ℓ').
+left after token `start - 1`, whose level ℓ' reaches a later t at level max(ℓ(t, start-1), ℓ') (the top level
+when `start = 0`: a state carried into position 0 is older than any bucket).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from torch import Tensor
 from tokenmix.errors import MixerInputError
 from tokenmix.ops._checks import check_heads, check_impl, compute_dtype
 
-IMPLS = ("reference", "recurrent")
+IMPLS = ("reference", "recurrent", "chunk")
 
 
 def fenwick_level(t: Tensor, s: Tensor, num_levels: int) -> Tensor:
@@ -41,7 +45,7 @@ def fenwick_level(t: Tensor, s: Tensor, num_levels: int) -> Tensor:
 
 def log_linear_attention(q: Tensor, k: Tensor, v: Tensor, level_weights: Tensor, log_decay: Tensor | None = None,
                          *, scale: float | None = None, start: int = 0, initial_state: Tensor | None = None,
-                         return_state: bool = False, impl: str = "auto"):
+                         return_state: bool = False, impl: str = "auto", chunk_size: int = 64):
     """Log-linear attention on `(B, H, L, K)` q, k, `(B, H, L, V)` v, `level_weights` λ `(B, H, L, num_levels)`
     and a per-token scalar `log_decay` `(B, H, L)` (≤ 0) or None. Returns `o` or `(o, state)`, the state being
     `(B, H, num_levels, K, V)` in the compute dtype."""
@@ -71,12 +75,23 @@ def log_linear_attention(q: Tensor, k: Tensor, v: Tensor, level_weights: Tensor,
             raise MixerInputError(f"{op}: initial_state must have shape {tuple(state.shape)}, "
                                   f"got {tuple(initial_state.shape)}")
         state = initial_state.to(dtype)
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size <= 0:
+        raise MixerInputError(f"{op}: chunk_size must be a positive integer, got {chunk_size!r}")
     if impl == "auto":
-        impl = "recurrent"
-    run = _reference if impl == "reference" else _recurrent
-    o, state = run(q, k, v, lam, g, state, start)
+        impl = "recurrent" if length <= 2 else "chunk"
+    if impl == "chunk":
+        o, state = _chunk(q, k, v, lam, g, state, start, 1 << (chunk_size.bit_length() - 1))
+    else:
+        o, state = (_reference if impl == "reference" else _recurrent)(q, k, v, lam, g, state, start)
     o = o.to(out_dtype)
     return (o, state) if return_state else o
+
+
+def _previous_level(t: Tensor, start: int, num_levels: int) -> Tensor:
+    """ℓ(t, start - 1), clamped; the top level for start = 0."""
+    if start == 0:
+        return torch.full_like(t, num_levels - 1)
+    return fenwick_level(t, torch.tensor(start - 1, device=t.device), num_levels)
 
 
 def _reference(q: Tensor, k: Tensor, v: Tensor, lam: Tensor, g: Tensor, state: Tensor,
@@ -94,15 +109,14 @@ def _reference(q: Tensor, k: Tensor, v: Tensor, lam: Tensor, g: Tensor, state: T
     key_levels = fenwick_level(last, positions, num_levels)                          # (s,)
     contribution = k.unsqueeze(-1) * v.unsqueeze(-2) * (c[:, :, -1:] - c).exp()[..., None, None]
     final = final.index_add(2, key_levels, contribution)
-    if start > 0:  # the carried levels: level ℓ' reaches t at level max(ℓ(t, start-1), ℓ')
-        carried = torch.arange(num_levels, device=q.device)
-        reached = torch.maximum(fenwick_level(positions, torch.tensor(start - 1), num_levels)[:, None],
-                                carried[None, :])                                    # (t, ℓ')
-        read = torch.einsum("bhtk,bhlkv->bhtlv", q, state)                          # q_tᵀ S0[ℓ']
-        o = o + c.exp().unsqueeze(-1) * (lam.gather(-1, reached.expand(*lam.shape[:2], -1, -1)).unsqueeze(-1)
-                                         * read).sum(3)
-        final_reached = torch.maximum(fenwick_level(last, torch.tensor(start - 1), num_levels), carried)
-        final = final.index_add(2, final_reached, state * c[:, :, -1].exp()[..., None, None, None])
+    # the carried levels: level ℓ' reaches t at level max(ℓ(t, start-1), ℓ'), the top one when start = 0
+    carried = torch.arange(num_levels, device=q.device)
+    reached = torch.maximum(_previous_level(positions, start, num_levels)[:, None], carried[None, :])  # (t, ℓ')
+    read = torch.einsum("bhtk,bhlkv->bhtlv", q, state)                              # q_tᵀ S0[ℓ']
+    o = o + c.exp().unsqueeze(-1) * (lam.gather(-1, reached.expand(*lam.shape[:2], -1, -1)).unsqueeze(-1)
+                                     * read).sum(3)
+    final_reached = torch.maximum(_previous_level(last, start, num_levels), carried)
+    final = final.index_add(2, final_reached, state * c[:, :, -1].exp()[..., None, None, None])
     return o, final
 
 
@@ -113,9 +127,9 @@ def _recurrent(q: Tensor, k: Tensor, v: Tensor, lam: Tensor, g: Tensor, state: T
     outputs = []
     for i in range(q.shape[2]):
         t = start + i
-        if t > 0:  # the Fenwick increment t-1 -> t carries levels 0..j into level j + 1 (clamped to the top)
-            j = (t & -t).bit_length() - 1
-            target = min(j + 1, top)
+        # the Fenwick increment t-1 -> t carries levels 0..j into level j + 1 (clamped; all of them into t = 0)
+        target = top if t == 0 else min((t & -t).bit_length(), top)
+        if target > 0:
             merged = state[:, :, :target + 1].sum(2, keepdim=True)
             state = torch.cat([torch.zeros_like(state[:, :, :target]), merged, state[:, :, target + 1:]], dim=2)
         state = g[:, :, i].exp()[..., None, None, None] * state
@@ -124,3 +138,68 @@ def _recurrent(q: Tensor, k: Tensor, v: Tensor, lam: Tensor, g: Tensor, state: T
         read = torch.einsum("bhk,bhlkv->bhlv", q[:, :, i], state)
         outputs.append((lam[:, :, i].unsqueeze(-1) * read).sum(2))
     return torch.stack(outputs, dim=2), state
+
+
+def _chunk(q: Tensor, k: Tensor, v: Tensor, lam: Tensor, g: Tensor, state: Tensor, start: int,
+           size: int) -> tuple[Tensor, Tensor]:
+    length, num_levels = q.shape[2], lam.shape[-1]
+    top, bits = num_levels - 1, size.bit_length() - 1                    # chunk size C = 2^bits
+    head = min(-start % size, length)
+    chunks = (length - head) // size
+    if chunks == 0:
+        return _recurrent(q, k, v, lam, g, state, start)
+    outputs = []
+    if head:
+        o, state = _recurrent(*(t[:, :, :head] for t in (q, k, v, lam, g)), state, start)
+        outputs.append(o)
+    body = slice(head, head + chunks * size)
+    first = (start + head) // size                                        # absolute index of the first chunk
+    qc, kc, vc, lc = (t[:, :, body].unflatten(2, (chunks, size)) for t in (q, k, v, lam))
+    b = g[:, :, body].unflatten(2, (chunks, size)).cumsum(dim=3)          # (B, H, N, C), ≤ 0
+    b_last = b[..., -1:]
+
+    # Intra-chunk: levels ≤ c depend only on offsets inside an aligned chunk.
+    offsets = torch.arange(size, device=q.device)
+    level = fenwick_level(offsets[:, None], offsets[None, :], num_levels)          # (C, C)
+    visible = offsets[None, :] <= offsets[:, None]
+    decay = (b.unsqueeze(-1) - b.unsqueeze(-2)).masked_fill(~visible, float("-inf")).exp()
+    weights = lc.gather(-1, level.expand(*lc.shape[:3], size, size))
+    o = (qc @ kc.transpose(-1, -2) * decay * weights) @ vc
+
+    # Inter-chunk: the Fenwick recurrence over chunk states; chunk level ℓ_c is token level min(c + ℓ_c, top).
+    top_c = max(top - bits, 1)
+    z = state.new_zeros(*state.shape[:2], top_c + 1, *state.shape[3:])
+    if first == 0:
+        z[:, :, top_c] = state.sum(2)                                     # carried into position 0: oldest
+    else:
+        z[:, :, 0] = state[:, :, :bits + 1].sum(2)                        # levels 0..c of token first·C - 1: its chunk
+        for level_c in range(1, top_c + 1):
+            z[:, :, level_c] = state[:, :, bits + level_c:].sum(2) if level_c == top_c else state[:, :, bits + level_c]
+    updates = ((kc * (b_last - b).exp().unsqueeze(-1)).transpose(-1, -2) @ vc)   # (B, H, N, K, V)
+    entering = []
+    for n in range(chunks):
+        chunk_index = first + n
+        target = top_c if chunk_index == 0 else min((chunk_index & -chunk_index).bit_length(), top_c)
+        z = torch.cat([torch.zeros_like(z[:, :, :target]), z[:, :, :target + 1].sum(2, keepdim=True),
+                       z[:, :, target + 1:]], dim=2)
+        entering.append(z)
+        z = b_last[:, :, n, :, None, None].exp() * z
+        z = torch.cat([z[:, :, :1] + updates[:, :, n].unsqueeze(2), z[:, :, 1:]], dim=2)
+    entering = torch.stack(entering, dim=2)[:, :, :, 1:]                  # (B, H, N, top_c, K, V)
+    token_level = torch.clamp(torch.arange(1, top_c + 1, device=q.device) + bits, max=top)
+    read = torch.einsum("bhnck,bhnlkv->bhnclv", qc * b.exp().unsqueeze(-1), entering)
+    o = o + (lc[..., token_level].unsqueeze(-1) * read).sum(-2)
+    outputs.append(o.flatten(2, 3))
+
+    # The token-level state after the body: the last chunk's tokens split by level, older chunks by chunk level.
+    final = torch.zeros_like(state)
+    key_levels = fenwick_level(torch.tensor(size - 1, device=q.device), offsets, num_levels)
+    last_keys = kc[:, :, -1] * (b_last[:, :, -1] - b[:, :, -1]).exp().unsqueeze(-1)
+    final = final.index_add(2, key_levels, last_keys.unsqueeze(-1) * vc[:, :, -1].unsqueeze(-2))
+    final = final.index_add(2, token_level, z[:, :, 1:])
+    state = final
+    end = head + chunks * size
+    if end < length:
+        o, state = _recurrent(*(t[:, :, end:] for t in (q, k, v, lam, g)), state, start + end)
+        outputs.append(o)
+    return torch.cat(outputs, dim=2), state

@@ -25,7 +25,7 @@ from tokenmix.sequence.gated_recurrences import Mamba2
     layout="sequence",
     paper="Log-Linear Attention",
     arxiv="2506.04761",
-    impls=("reference", "recurrent"),
+    impls=("reference", "recurrent", "chunk"),
     causal="always",
     state="growing",
     time_complexity="L log L",
@@ -40,9 +40,8 @@ class LogLinearMamba2(Mamba2):
 
     with Mamba-2's projections, conv, D skip and gated RMS norm (see `mamba2`), and λ_t = softplus(W_λ u_t + b_λ)
     per head and level. b_λ starts at softplus⁻¹(1), so an untrained layer is exactly Mamba-2. `num_levels`
-    states per head serve 2^(num_levels-1) tokens exactly; older tokens share the top level. Only `reference`
-    and `recurrent` exist so far: `chunk_size` (an option of every Mamba-2) is unused until the paper's chunkwise
-    O(L log L) form is written.
+    states per head serve 2^(num_levels-1) tokens exactly; older tokens share the top level. `chunk` uses chunks
+    of the largest power of two ≤ `chunk_size` (the hierarchy needs aligned power-of-two chunks).
     """
 
     def __init__(self, dim: int, *, num_heads: int = 4, expand: int = 2, state_size: int = 64, conv_size: int = 4,
@@ -72,13 +71,13 @@ class LogLinearMamba2(Mamba2):
         q, k = (t.unsqueeze(1).expand(-1, heads, -1, -1) for t in (c, b))           # (B, H, L, N)
         levels = split_heads(F.softplus(self.level_proj(u)), heads)                 # (B, H, L, levels)
         log_decay = -self.A_log.exp()[:, None] * delta
-        impl = self.impl
+        v, options = x * delta.unsqueeze(-1), dict(scale=1.0, chunk_size=self.chunk_size, impl=self.impl)
         if state is None:
-            y, new = log_linear_attention(q, k, x * delta.unsqueeze(-1), levels, log_decay, scale=1.0, impl=impl), None
+            y, new = log_linear_attention(q, k, v, levels, log_decay, **options), None
         else:
             start = int(state["position"][0])
-            y, memory = log_linear_attention(q, k, x * delta.unsqueeze(-1), levels, log_decay, scale=1.0, impl=impl,
-                                             start=start, initial_state=state["state"], return_state=True)
+            y, memory = log_linear_attention(q, k, v, levels, log_decay, start=start, initial_state=state["state"],
+                                             return_state=True, **options)
             new = {"state": memory.to(state["state"].dtype), "position": state["position"] + u.shape[1],
                    "conv": cache}
         y = merge_heads(y + self.D[:, None, None] * x)
