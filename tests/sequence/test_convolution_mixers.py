@@ -115,6 +115,7 @@ def test_receptive_fields_of_the_dilated_mixers():
 
 def test_fnet_of_an_impulse_is_all_ones():
     mixer = _double("fnet")
+    assert not list(mixer.parameters())                                       # the paper's operator has none
     x = torch.zeros(1, 5, 6, dtype=torch.float64)
     x[0, 0, 0] = 1.0
     for impl in ("reference", "fft"):

@@ -28,25 +28,21 @@ from tokenmix.registry import register
             "in place of self-attention.",
 )
 class FNet(SequenceMixer):
-    """y = γ ⊙ Re(F_L X F_D), F_n[j, k] = exp(-2πi jk / n): a DFT along the hidden dimension, then along the
-    sequence, keeping the real part. The paper's sublayer has no parameters; γ (one gain per channel, 1 at
-    initialization, so the mixer starts as exactly the paper's) lets a model scale the unnormalized transform,
-    whose outputs grow as √(L·D) — the paper relies on the post-sublayer LayerNorm for that.
+    """y = Re(F_L X F_D), F_n[j, k] = exp(-2πi jk / n): a DFT along the hidden dimension, then along the sequence,
+    keeping the real part — the paper's sublayer, with no parameters. Its outputs grow as √(L·D) (the transform is
+    unnormalized), so x + FNet(x) is dominated by the transform; the paper's LayerNorm after that sum rescales it,
+    and in tokenmix's pre-norm backbone (`x + mixer(RMSNorm(x))`) the next block's RMSNorm and the final one do:
+    the backbone needs no gain.
     `reference`: Re(F_L X F_D) = C_L X C_D - S_L X S_D with explicit cosine/sine DFT matrices; `fft`: `fft2`."""
 
-    def __init__(self, dim: int, *, impl: str = "auto", causal: bool | None = None) -> None:
-        super().__init__(dim, impl=impl, causal=causal)
-        self.gain = nn.Parameter(torch.ones(dim))
-
     def _mix(self, x: Tensor, state: State | None) -> tuple[Tensor, State | None]:
-        dtype = compute_dtype(x, self.gain)
-        u = x.to(dtype)
+        u = x.to(compute_dtype(x))
         if self.impl == "reference":
             (cos_l, sin_l), (cos_d, sin_d) = _dft(x.shape[1], u), _dft(x.shape[2], u)
             y = cos_l @ u @ cos_d - sin_l @ u @ sin_d
         else:
             y = torch.fft.fft2(u, dim=(1, 2)).real
-        return (y * self.gain).to(x.dtype), None
+        return y.to(x.dtype), None
 
 
 def _dft(n: int, like: Tensor) -> tuple[Tensor, Tensor]:
