@@ -199,7 +199,8 @@ def _recurrent(q: Tensor, k: Tensor, v: Tensor, g: Tensor | None, state: Tensor,
             if g is not None:
                 state = g[:, :, t].exp().unsqueeze(-1) * state
             state = state + update
-        else:  # m_t = max(log a_t + m_{t-1}, log i_t); S'_t = exp(log a_t + m_{t-1} - m_t) S'_{t-1} + exp(log i_t - m_t) k vᵀ
+        else:  # m_t = max(log a_t + m_{t-1}, log i_t)
+            # S'_t = exp(log a_t + m_{t-1} - m_t) S'_{t-1} + exp(log i_t - m_t) k_t v_tᵀ
             carried = m if g is None else m + g[:, :, t:t + 1]
             m = torch.maximum(carried, li[:, :, t:t + 1])
             state = (carried - m).exp() * state + (li[:, :, t:t + 1] - m).exp() * update

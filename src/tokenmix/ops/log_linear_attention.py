@@ -3,7 +3,8 @@
 "Log-Linear Attention", Guo, Yang, Goel, Xing, Dao & Kim 2025, arXiv:2506.04761. The prefix of query t (positions
 counted from 0) is split into buckets of sizes 1, 1, 2, 4, ...: token s ≤ t sits at level
 
-    ℓ(t, s) = 0 if s = t,   else  ⌊log2(t XOR s)⌋ + 1        (level ℓ ≥ 1 holds 2^(ℓ-1) tokens, present iff bit ℓ-1 of t is set)
+    ℓ(t, s) = 0 if s = t,   else  ⌊log2(t XOR s)⌋ + 1
+    (level ℓ ≥ 1 holds 2^(ℓ-1) tokens and is present iff bit ℓ-1 of t is set)
 
 and each level has its own data-dependent weight λ_t^(ℓ) ≥ 0:
 
