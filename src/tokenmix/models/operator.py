@@ -1,0 +1,89 @@
+"""A neural-operator backbone around any grid mixer, as the FNO paper builds its model (arXiv:2010.08895, §4):
+
+    a(x) ⊕ x  →  P (pointwise lift to `width`)  →  depth × [v ← σ(mixer(v))]  →  Q (pointwise MLP)  →  u(x)
+
+The grid coordinates in [0, 1) are appended to the input channels, so a translation-equivariant mixer can still
+tell positions apart (the paper appends x for Burgers, (x, y) for Darcy). σ = GELU after every layer but the last,
+as in the paper. Every layer is `tokenmix.create(mixer, width, spatial_dims=..., **mixer_options)`, so an image
+mixer can be tried as a neural operator by changing one name. Sequence mixers run over the flattened grid
+(channels last), in the raster order of the points.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+import tokenmix
+from tokenmix.errors import MixerInputError
+
+
+def grid_coordinates(sizes: tuple[int, ...], *, device=None, dtype=None) -> Tensor:
+    """`(len(sizes), *sizes)`: the coordinate x_a = i_a / n_a of every point, per axis (a periodic unit grid)."""
+    axes = [torch.arange(n, device=device, dtype=dtype) / n for n in sizes]
+    return torch.stack(torch.meshgrid(*axes, indexing="ij"))
+
+
+class _SequenceOnGrid(nn.Module):
+    """A sequence mixer applied to the raster-ordered grid points: (B, D, *spatial) → (B, n, D) → back."""
+
+    def __init__(self, mixer: nn.Module) -> None:
+        super().__init__()
+        self.mixer = mixer
+
+    def forward(self, x: Tensor) -> Tensor:
+        tokens = x.flatten(2).transpose(1, 2)
+        return self.mixer(tokens).transpose(1, 2).reshape(x.shape)
+
+
+class OperatorModel(nn.Module):
+    """Lifting (with appended coordinates), `depth` mixer layers with GELU between them, projection MLP.
+
+    `forward(a)` with `a: (B, in_channels, *spatial)` returns `(B, out_channels, *spatial)` at the input's resolution.
+    """
+
+    def __init__(self, mixer: str, *, in_channels: int = 1, out_channels: int = 1, spatial_dims: int = 1,
+                 width: int = 64, depth: int = 4, projection_width: int = 128,
+                 mixer_options: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("width", width),
+                            ("depth", depth), ("projection_width", projection_width)):
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise MixerInputError(f"operator model: {name} must be a positive integer, got {value!r}")
+        if spatial_dims not in (1, 2, 3):
+            raise MixerInputError(f"operator model: spatial_dims must be 1, 2 or 3, got {spatial_dims!r}")
+        spec = tokenmix.spec(mixer)
+        options = dict(mixer_options or {})
+        if spec.layout == "grid":
+            if spatial_dims not in spec.spatial_dims:
+                raise MixerInputError(f"operator model: mixer {mixer} supports spatial_dims {spec.spatial_dims}, "
+                                      f"not {spatial_dims}")
+            options.setdefault("spatial_dims", spatial_dims)
+            build = lambda: tokenmix.create(mixer, width, **options)  # noqa: E731
+        else:
+            if spec.causal != "always":
+                options.setdefault("causal", False)  # an operator sees the whole domain
+            build = lambda: _SequenceOnGrid(tokenmix.create(mixer, width, **options))  # noqa: E731
+        self.mixer_name = mixer
+        self.spatial_dims = spatial_dims
+        self.in_channels = in_channels
+        self.lift = nn.Linear(in_channels + spatial_dims, width)
+        self.layers = nn.ModuleList(build() for _ in range(depth))
+        self.project = nn.Sequential(nn.Linear(width, projection_width), nn.GELU(),
+                                     nn.Linear(projection_width, out_channels))
+
+    def forward(self, a: Tensor) -> Tensor:
+        if a.ndim != 2 + self.spatial_dims or a.shape[1] != self.in_channels:
+            raise MixerInputError(f"operator model: expected input (batch, {self.in_channels}"
+                                  f"{', size' * self.spatial_dims}), got {tuple(a.shape)}")
+        coordinates = grid_coordinates(tuple(a.shape[2:]), device=a.device, dtype=a.dtype)
+        x = torch.cat([a, coordinates.expand(a.shape[0], *coordinates.shape)], dim=1)
+        v = self.lift(x.movedim(1, -1)).movedim(-1, 1)
+        for index, layer in enumerate(self.layers):
+            v = layer(v)
+            if index < len(self.layers) - 1:
+                v = F.gelu(v)
+        return self.project(v.movedim(1, -1)).movedim(-1, 1)
