@@ -96,6 +96,26 @@ def test_dynamicconv_with_a_constant_kernel_is_lightconv():
     torch.testing.assert_close(dynamic(x), light(x))
 
 
+def test_lightconv_encoder_form_is_a_centered_window():
+    mixer = _double("lightconv", num_heads=2, kernel_size=4, causal=False)       # ahead = ⌊(4-1)/2⌋ = 1 token
+    x = torch.randn(2, 6, 6, dtype=torch.float64)
+    u = torch.nn.functional.glu(mixer.in_proj(x), dim=-1)                       # (B, L, D)
+    k = mixer.kernel()                                                          # (D, 4), tap j = lag j - 1
+    want = torch.stack([sum(k[:, j] * u[:, i + 1 - j] for j in range(4) if 0 <= i + 1 - j < 6)
+                        for i in range(6)], 1)
+    torch.testing.assert_close(mixer(x), mixer.out(want))
+
+
+def test_dynamicconv_encoder_form_is_a_centered_window():
+    mixer = _double("dynamicconv", num_heads=2, kernel_size=3, causal=False)    # ahead = 1 token
+    x = torch.randn(2, 5, 6, dtype=torch.float64)
+    u = torch.nn.functional.glu(mixer.in_proj(x), dim=-1)
+    w = mixer.predict(u).unflatten(-1, (2, 3)).softmax(-1).repeat_interleave(3, dim=2)   # (B, L, D, 3)
+    want = torch.stack([sum(w[:, i, :, j] * u[:, i + 1 - j] for j in range(3) if 0 <= i + 1 - j < 5)
+                        for i in range(5)], 1)
+    torch.testing.assert_close(mixer(x), mixer.out(want))
+
+
 def test_receptive_fields_of_the_dilated_mixers():
     cases = {"multires_conv": (dict(depth=3, kernel_size=2), 8), "bytenet": (dict(num_blocks=3, kernel_size=3), 15)}
     for name, (options, field) in cases.items():

@@ -28,10 +28,8 @@ def causal_taps(u: Tensor, taps: int, dilation: int, history: Tensor | None) -> 
 
 
 class _ShortConvMixer(SequenceMixer):
-    """Shared: a causal kernel of `kernel_size` taps (tap j = lag j) over `(B, C, L)`.
-
-    Only the causal (decoder) forms are registered: the conformance suite expects a non-causal sequence mixer to
-    see the whole sequence, which a local kernel does not."""
+    """Shared: a kernel of `kernel_size` taps (tap j = lag j) over `(B, C, L)`; with `causal=False` the window is
+    centered instead (tap j = lag j - ⌊(k-1)/2⌋: ⌊(k-1)/2⌋ tokens ahead), the encoder form."""
 
     kernel_size: int
     channels: int
@@ -42,8 +40,16 @@ class _ShortConvMixer(SequenceMixer):
     def _convolve(self, u: Tensor, kernel: Tensor, state: State | None) -> tuple[Tensor, State | None]:
         """Convolve with a fixed `(C, k)` kernel whose tap j is lag j."""
         impl = "reference" if self.impl == "reference" else "direct"
+        if not self.causal:  # the causal convolution of u padded with `ahead` zeros, read `ahead` tokens later
+            ahead = self.ahead
+            return causal_conv(F.pad(u, (0, ahead)), kernel, impl=impl)[0][..., ahead:], None
         y, history = causal_conv(u, kernel, None if state is None else state["inputs"], impl=impl)
         return y, (None if state is None else {"inputs": history})
+
+    @property
+    def ahead(self) -> int:
+        """Future tokens a non-causal (centered) window reads."""
+        return 0 if self.causal else (self.kernel_size - 1) // 2
 
 
 def _kernel_size(mixer: SequenceMixer, value: int) -> int:
@@ -86,7 +92,7 @@ class ShortConvolution(_ShortConvMixer):
     paper="Pay Less Attention with Lightweight and Dynamic Convolutions",
     arxiv="1901.10430",
     impls=("reference", "direct"),
-    causal="always",
+    causal="optional",
     state="fixed",
     time_complexity="L k",
     memory_complexity="L",
@@ -94,9 +100,10 @@ class ShortConvolution(_ShortConvMixer):
             "between a GLU input projection and an output projection.",
 )
 class LightConv(_ShortConvMixer):
-    """LightConv(X)_{i,c} = Σ_j softmax(W_{h(c), :})_j · X_{i-j, c} (the causal, decoder form), with H
-    heads of d/H channels sharing a kernel; the block is y = W_out LightConv(GLU(W_in x)). Paper defaults: H = 16,
-    kernel sizes 3, 7, 15, 31, ... growing with depth (k = 7 here), weight dropout 0.1 (not applied here)."""
+    """LightConv(X)_{i,c} = Σ_j softmax(W_{h(c), :})_j · X_{i-j, c} (the causal, decoder form; `causal=False`:
+    X_{i+⌊(k-1)/2⌋-j, c}, the paper's centered encoder form), with H heads of d/H channels sharing a kernel;
+    the block is y = W_out LightConv(GLU(W_in x)). Paper defaults: H = 16, kernel sizes 3, 7, 15, 31, ... growing
+    with depth (k = 7 here), weight dropout 0.1 (not applied here)."""
 
     def __init__(self, dim: int, *, num_heads: int = 16, kernel_size: int = 7, impl: str = "auto",
                  causal: bool | None = None) -> None:
@@ -125,7 +132,7 @@ class LightConv(_ShortConvMixer):
     paper="Pay Less Attention with Lightweight and Dynamic Convolutions",
     arxiv="1901.10430",
     impls=("reference",),
-    causal="always",
+    causal="optional",
     state="fixed",
     time_complexity="L k d",
     memory_complexity="L k",
@@ -133,9 +140,9 @@ class LightConv(_ShortConvMixer):
             "of that position's input.",
 )
 class DynamicConv(_ShortConvMixer):
-    """DynamicConv(X)_{i,c} = Σ_j softmax((X_i W^Q)_{h(c), :})_j · X_{i-j, c}: a kernel per position and head,
-    W^Q ∈ R^{d × Hk}; the block is y = W_out DynamicConv(GLU(W_in x)). Paper defaults: H = 16, kernel sizes
-    growing with depth (k = 7 here)."""
+    """DynamicConv(X)_{i,c} = Σ_j softmax((X_i W^Q)_{h(c), :})_j · X_{i-j, c} (`causal=False`:
+    X_{i+⌊(k-1)/2⌋-j, c}, centered): a kernel per position and head, W^Q ∈ R^{d × Hk}; the block is
+    y = W_out DynamicConv(GLU(W_in x)). Paper defaults: H = 16, kernel sizes growing with depth (k = 7 here)."""
 
     def __init__(self, dim: int, *, num_heads: int = 16, kernel_size: int = 7, impl: str = "auto",
                  causal: bool | None = None) -> None:
@@ -151,8 +158,9 @@ class DynamicConv(_ShortConvMixer):
         u = F.glu(self.in_proj(x), dim=-1)                                          # (B, L, D)
         k, h = self.kernel_size, self.num_heads
         weights = self.predict(u).unflatten(-1, (h, k)).softmax(-1)                # (B, L, H, k)
-        shifted, history = causal_taps(u.transpose(1, 2), k, 1, None if state is None else state["inputs"])
-        windows = torch.stack(shifted, dim=-1)                                      # (B, D, L, k), tap j = lag j
+        padded = F.pad(u.transpose(1, 2), (0, self.ahead))                         # centered: ahead zeros after
+        shifted, history = causal_taps(padded, k, 1, None if state is None else state["inputs"])
+        windows = torch.stack(shifted, dim=-1)[:, :, self.ahead:]                   # (B, D, L, k), tap j = lag j
         grouped = windows.unflatten(1, (h, self.dim // h))                          # (B, H, D/H, L, k)
         y = torch.einsum("bhclk,blhk->blhc", grouped, weights).flatten(-2)
         return self.out(y), (None if state is None else {"inputs": history})
