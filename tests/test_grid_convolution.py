@@ -33,3 +33,16 @@ def test_poolformer_reference_equals_pooling_and_kills_constants(shape):
     torch.testing.assert_close(direct(x), reference(x))
     constant = torch.full(shape, 2.5, dtype=torch.float64)
     torch.testing.assert_close(reference(constant), torch.zeros_like(constant))
+
+
+@pytest.mark.parametrize("spatial_dims,shape", [(1, (2, 4, 9)), (2, (2, 4, 7, 9)), (3, (1, 4, 3, 4, 5))])
+def test_dense_and_dilated_depthwise_match_pytorch(spatial_dims, shape):
+    convolve = {1: torch.nn.functional.conv1d, 2: torch.nn.functional.conv2d, 3: torch.nn.functional.conv3d}[spatial_dims]
+    x = torch.randn(*shape, dtype=torch.float64)
+    dense = tokenmix.create("dense_conv", 4, spatial_dims=spatial_dims, impl="fft").double()
+    expected = convolve(x, dense.weight, dense.bias, padding="same")
+    torch.testing.assert_close(dense(x), expected)
+    dilated = tokenmix.create("depthwise_conv", 4, kernel_size=3, dilation=2, spatial_dims=spatial_dims,
+                              impl="fft").double()
+    expected = convolve(x, dilated.weight, dilated.bias, padding="same", dilation=2, groups=4)
+    torch.testing.assert_close(dilated(x), expected)

@@ -36,9 +36,10 @@ class DepthwiseConvolution(GridMixer):
     `impl` selects the algorithm of `tokenmix.ops.conv.conv`: `reference` (sum over taps), `direct` (PyTorch
     conv), `fft` (large kernels); `auto` picks by kernel size."""
 
-    def __init__(self, dim: int, *, kernel_size: int = 7, spatial_dims: int = 2, impl: str = "auto",
-                 causal: bool | None = None) -> None:
+    def __init__(self, dim: int, *, kernel_size: int = 7, dilation: int = 1, spatial_dims: int = 2,
+                 impl: str = "auto", causal: bool | None = None) -> None:
         super().__init__(dim, impl=impl, causal=causal, spatial_dims=spatial_dims)
+        self.dilation = self._positive_int("dilation", dilation)
         if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size <= 0 or kernel_size % 2 == 0:
             raise MixerInputError(f"{self.spec.name}: kernel_size must be a positive odd integer, got {kernel_size!r}")
         self.kernel_size = kernel_size
@@ -47,7 +48,104 @@ class DepthwiseConvolution(GridMixer):
         nn.init.trunc_normal_(self.weight, std=0.02)
 
     def _mix(self, x: Tensor) -> Tensor:
-        return conv(x, self.weight, self.bias, groups=self.dim, impl=self.impl)
+        return conv(x, self.weight, self.bias, groups=self.dim, dilation=self.dilation, impl=self.impl)
+
+
+@register(
+    name="dense_conv",
+    family="convolution",
+    layout="grid",
+    paper="Very Deep Convolutional Networks for Large-Scale Image Recognition",
+    arxiv="1409.1556",
+    impls=CONV_IMPLS,
+    causal="never",
+    state="none",
+    time_complexity="N D^2 k^d",
+    memory_complexity="N",
+    spatial_dims=(1, 2, 3),
+    summary="A dense (full) k×k convolution D → D, zero padding, same size (VGG's 3×3), in 1, 2 or 3 dims.",
+)
+class DenseConvolution(GridMixer):
+    """y_o = Σ_c W_{o,c} ∗ x_c + b_o: every output channel reads every input channel over a `kernel_size` window
+    (`dilation` spaces the taps), the plain convolution stacked by VGG (arXiv 1409.1556)."""
+
+    def __init__(self, dim: int, *, kernel_size: int = 3, dilation: int = 1, **base) -> None:
+        super().__init__(dim, **base)
+        self.kernel_size = odd_kernel(self, "kernel_size", kernel_size)
+        self.dilation = self._positive_int("dilation", dilation)
+        self.weight = nn.Parameter(torch.empty(dim, dim, *([kernel_size] * self.spatial_dims)))
+        self.bias = nn.Parameter(torch.zeros(dim))
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+
+    def _mix(self, x: Tensor) -> Tensor:
+        return conv(x, self.weight, self.bias, dilation=self.dilation, impl=self.impl)
+
+
+@register(
+    name="separable_conv",
+    family="convolution",
+    layout="grid",
+    paper="Xception: Deep Learning with Depthwise Separable Convolutions",
+    arxiv="1610.02357",
+    impls=CONV_IMPLS,
+    causal="never",
+    state="none",
+    time_complexity="N (D k^2 + D^2)",
+    memory_complexity="N",
+    spatial_dims=(2,),
+    summary="Depthwise separable convolution: a depthwise k×k conv, then a pointwise 1×1 conv.",
+)
+class SeparableConvolution(GridMixer):
+    """Depthwise separable convolution (Chollet, arXiv 1610.02357): y = W_pw · (W_dw ∗ x), a per-channel
+    `kernel_size`² conv followed by a 1×1 conv across channels, without a nonlinearity in between (the paper
+    finds none works best)."""
+
+    def __init__(self, dim: int, *, kernel_size: int = 3, **base) -> None:
+        super().__init__(dim, **base)
+        self.kernel_size = odd_kernel(self, "kernel_size", kernel_size)
+        self.depthwise_weight = depthwise_weight(dim, kernel_size)
+        self.depthwise_bias = nn.Parameter(torch.zeros(dim))
+        self.pointwise = nn.Conv2d(dim, dim, 1)
+
+    def _mix(self, x: Tensor) -> Tensor:
+        return self.pointwise(conv(x, self.depthwise_weight, self.depthwise_bias, groups=self.dim, impl=self.impl))
+
+
+@register(
+    name="inverted_residual",
+    family="convolution",
+    layout="grid",
+    paper="MobileNetV2: Inverted Residuals and Linear Bottlenecks",
+    arxiv="1801.04381",
+    impls=CONV_IMPLS,
+    causal="never",
+    state="none",
+    time_complexity="N D^2 t",
+    memory_complexity="N D t",
+    spatial_dims=(2,),
+    summary="MobileNetV2 bottleneck: 1×1 expand (t=6) → ReLU6 → DW 3×3 → ReLU6 → linear 1×1 projection.",
+)
+class InvertedResidual(GridMixer):
+    """The inverted-residual bottleneck of MobileNetV2 (Sandler et al., arXiv 1801.04381), Table 1:
+
+        y = W_project · ReLU6(W_dw ∗ ReLU6(W_expand · x))      (1×1: D → tD, depthwise k×k, 1×1: tD → D linear)
+
+    t = `expansion` (6). The shortcut x + y and BatchNorm are the backbone's (a MetaFormer block adds x)."""
+
+    def __init__(self, dim: int, *, expansion: int = 6, kernel_size: int = 3, **base) -> None:
+        super().__init__(dim, **base)
+        self.expansion = self._positive_int("expansion", expansion)
+        self.kernel_size = odd_kernel(self, "kernel_size", kernel_size)
+        hidden = dim * expansion
+        self.expand = nn.Conv2d(dim, hidden, 1)
+        self.depthwise_weight = depthwise_weight(hidden, kernel_size)
+        self.depthwise_bias = nn.Parameter(torch.zeros(hidden))
+        self.project = nn.Conv2d(hidden, dim, 1)
+
+    def _mix(self, x: Tensor) -> Tensor:
+        h = F.relu6(self.expand(x))
+        h = F.relu6(conv(h, self.depthwise_weight, self.depthwise_bias, groups=h.shape[1], impl=self.impl))
+        return self.project(h)
 
 
 @register(
