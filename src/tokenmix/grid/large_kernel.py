@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from tokenmix.grid._parts import CONV_IMPLS, depthwise_weight, odd_kernel
 from tokenmix.mixer import GridMixer
-from tokenmix.ops.conv import conv
+from tokenmix.ops.conv import conv, dilate_kernel
 from tokenmix.registry import register
 
 @register(
@@ -103,3 +103,73 @@ class LargeKernelAttention(GridMixer):
         a = conv(x, self.local_weight, self.local_bias, groups=self.dim, impl=self.impl)
         a = conv(a, self.dilated_weight, self.dilated_bias, groups=self.dim, dilation=3, impl=self.impl)
         return self.pointwise(a) * x
+
+
+# UniRepLKNet's branch choices per large kernel size K: (small kernel sizes k, dilations r), section 3.2
+UNIREPLK_BRANCHES = {
+    5: ((3, 3), (1, 2)),
+    7: ((5, 3, 3), (1, 2, 3)),
+    9: ((5, 5, 3, 3), (1, 2, 3, 4)),
+    11: ((5, 5, 3, 3, 3), (1, 2, 3, 4, 5)),
+    13: ((5, 7, 3, 3, 3), (1, 2, 3, 4, 5)),
+}
+
+
+@register(
+    name="unireplknet",
+    family="large_kernel",
+    layout="grid",
+    paper="UniRepLKNet: A Universal Perception Large-Kernel ConvNet for Audio, Video, Point Cloud, Time-Series "
+          "and Image Recognition",
+    arxiv="2311.15599",
+    impls=CONV_IMPLS,
+    causal="never",
+    state="none",
+    time_complexity="N K^2",
+    memory_complexity="N",
+    spatial_dims=(2,),
+    summary="UniRepLKNet Dilated Reparam Block: a K×K depthwise kernel plus dilated small ones, foldable into one.",
+)
+class DilatedReparamConvolution(GridMixer):
+    """UniRepLKNet's Dilated Reparam Block (Ding et al., arXiv 2311.15599), section 3.2:
+
+        y = (W_K ∗ x + b_K) + Σ_i (W_{k_i} ∗_{r_i} x + b_i)        (all depthwise; ∗_r: dilation r)
+
+    with (k_i, r_i) from the paper for K = `kernel_size` ∈ {5, 7, 9, 11, 13} (K = 13: k = (5, 7, 3, 3, 3),
+    r = (1, 2, 3, 4, 5)). A dilated k×k kernel equals a non-dilated ((k-1)r+1)² kernel with zeros between the
+    taps, so `reparameterize()` zero-pads each to K×K, adds them to W_K and sums the biases: one depthwise conv
+    with the same outputs. BatchNorm (per branch in the paper) is left to the backbone, as in `replknet`."""
+
+    def __init__(self, dim: int, *, kernel_size: int = 13, **base) -> None:
+        super().__init__(dim, **base)
+        if kernel_size not in UNIREPLK_BRANCHES:
+            raise self._fail(f"kernel_size must be one of {sorted(UNIREPLK_BRANCHES)}, got {kernel_size!r}")
+        self.kernel_size = kernel_size
+        self.branch_kernel_sizes, self.branch_dilations = UNIREPLK_BRANCHES[kernel_size]
+        self.weight = depthwise_weight(dim, kernel_size)
+        self.bias = nn.Parameter(torch.zeros(dim))
+        self.branch_weights = nn.ParameterList(depthwise_weight(dim, k) for k in self.branch_kernel_sizes)
+        self.branch_biases = nn.Parameter(torch.zeros(len(self.branch_kernel_sizes), dim))
+
+    @property
+    def reparameterized(self) -> bool:
+        return len(self.branch_weights) == 0
+
+    def _mix(self, x: Tensor) -> Tensor:
+        y = conv(x, self.weight, self.bias, groups=self.dim, impl=self.impl)
+        for weight, bias, dilation in zip(self.branch_weights, self.branch_biases, self.branch_dilations):
+            y = y + conv(x, weight, bias, groups=self.dim, dilation=dilation, impl=self.impl)
+        return y
+
+    @torch.no_grad()
+    def reparameterize(self) -> None:
+        """Fold every dilated branch into the large kernel (in place; a second call does nothing)."""
+        if self.reparameterized:
+            return
+        for weight, bias, dilation in zip(self.branch_weights, self.branch_biases, self.branch_dilations):
+            dense = dilate_kernel(weight, dilation)
+            margin = (self.kernel_size - dense.shape[-1]) // 2
+            self.weight.add_(F.pad(dense, (margin,) * 4))
+            self.bias.add_(bias)
+        self.branch_weights = nn.ParameterList()
+        self.branch_biases = nn.Parameter(self.bias.new_zeros(0, self.dim))

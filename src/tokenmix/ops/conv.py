@@ -125,8 +125,9 @@ def _padded_sizes(spatial, kernel, dilation: int) -> list[int]:
     return [n + dilation * (k - 1) for n, k in zip(spatial, kernel)]
 
 
-def _dilate(weight: Tensor, dilation: int) -> Tensor:
-    """The kernel with d - 1 zeros between taps along every spatial axis."""
+def dilate_kernel(weight: Tensor, dilation: int) -> Tensor:
+    """The kernel with d - 1 zeros between taps along every spatial axis: a conv with it equals the dilated conv
+    (used by the FFT form and by re-parameterizations that fold dilated branches into one kernel)."""
     if dilation == 1:
         return weight
     out_channels, in_per_group, *kernel = weight.shape
@@ -138,7 +139,7 @@ def _dilate(weight: Tensor, dilation: int) -> Tensor:
 def _fft(x: Tensor, weight: Tensor, groups: int, dilation: int) -> Tensor:
     """Linear convolution with the flipped kernel by FFT, cropped to the 'same' window."""
     batch, channels, *spatial = x.shape
-    weight = _dilate(weight, dilation)
+    weight = dilate_kernel(weight, dilation)
     out_channels, in_per_group, *kernel = weight.shape
     dims = tuple(range(-len(spatial), 0))
     sizes = [fast_size(n + k - 1) for n, k in zip(spatial, kernel)]
