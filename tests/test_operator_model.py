@@ -69,3 +69,13 @@ def test_fno_learns_burgers_at_s64_and_evaluates_at_twice_the_resolution():
     assert torch.isfinite(prediction_fine).all()
     assert after_fine < 1.5 * after, (after, after_fine)
     assert relative_l2(prediction_fine[..., ::2], prediction).mean() < 0.1
+
+
+def test_burgers_training_script_reports_errors_at_every_resolution():
+    from tokenmix.bench.operator_train import train_burgers
+
+    result = train_burgers(resolution=32, solver_resolution=128, num_train=8, num_test=4, width=8, depth=1, modes=4,
+                           epochs=2, batch_size=4, step_every=1, eval_resolutions=(64, 128))
+    assert set(result["test_relative_l2_at"]) == {"64", "128"}
+    assert all(0 < value < 10 for value in result["test_relative_l2_at"].values())
+    assert result["parameters"] > 0 and result["epochs"] == 2
