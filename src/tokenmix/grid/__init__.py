@@ -7,3 +7,4 @@ from tokenmix.grid import channel_attention  # noqa: F401
 from tokenmix.grid import gated  # noqa: F401
 from tokenmix.grid import dynamic  # noqa: F401
 from tokenmix.grid import pooling  # noqa: F401
+from tokenmix.grid import deformable  # noqa: F401
