@@ -23,3 +23,25 @@ def test_se_and_eca_are_channel_gates_in_1d_2d_3d():
             flat = gate.flatten(2)
             torch.testing.assert_close(flat, flat[..., :1].expand_as(flat))
             assert ((flat > 0) & (flat < 1)).all()
+
+
+def test_gather_excite_variants():
+    import pytest
+
+    x = torch.randn(2, 8, 9, 7, dtype=torch.float64)
+    for variant, extent in (("theta_minus", None), ("theta_minus", 4), ("theta", 2), ("theta", 8),
+                            ("theta_plus", 4)):
+        mixer = tokenmix.create("gather_excite", 8, variant=variant, extent=extent).double()
+        y = mixer(x)
+        assert y.shape == x.shape
+        gate = y / x
+        assert ((gate > 0) & (gate < 1)).all()
+    # θ⁻ with a global extent is SE without parameters: one gate per channel, σ(mean)
+    y = tokenmix.create("gather_excite", 8, variant="theta_minus", extent=None)(x)
+    torch.testing.assert_close(y, x * torch.sigmoid(x.mean((2, 3), keepdim=True)))
+    # θ⁻ with extent 4: cells of 4×4 share a gate
+    y = tokenmix.create("gather_excite", 8, variant="theta_minus", extent=4)(x)
+    cell = x[:, :, :4, :4]
+    torch.testing.assert_close(y[:, :, :4, :4], cell * torch.sigmoid(cell.mean((2, 3), keepdim=True)))
+    with pytest.raises(tokenmix.MixerInputError, match="power of two"):
+        tokenmix.create("gather_excite", 8, variant="theta", extent=3)

@@ -140,3 +140,66 @@ class ConvolutionalBlockAttention(GridMixer):
         pooled = torch.stack([x.mean(1), x.amax(1)], dim=1)  # (B, 2, H, W)
         spatial_gate = torch.sigmoid(conv(pooled, self.spatial_weight, self.spatial_bias, impl=self.impl))
         return spatial_gate * x
+
+
+@register(
+    name="gather_excite",
+    family="channel_attention",
+    layout="grid",
+    paper="Gather-Excite: Exploiting Feature Context in Convolutional Neural Networks",
+    arxiv="1810.12348",
+    impls=("reference",),
+    causal="never",
+    state="none",
+    time_complexity="N D",
+    memory_complexity="N",
+    spatial_dims=(2,),
+    summary="Gather-Excite: context gathered over an extent (pooling or strided DW convs), excited back by a gate.",
+)
+class GatherExcite(GridMixer):
+    """Gather-Excite (Hu et al., arXiv 1810.12348):
+
+        x̂ = ξ_G(x),      y = ξ_E(x, x̂) = x ⊙ σ(interp(x̂))
+
+    the gate is x̂ brought back to x's grid by nearest-neighbour upsampling (each gathered value onto the
+    `extent`×`extent` cell it summarizes; a global x̂ broadcasts). `variant` picks the gather:
+    * `theta_minus` (GE-θ⁻, no parameters): average pooling over the whole image (`extent=None`) or over
+      `extent`×`extent` cells with stride `extent`;
+    * `theta` (GE-θ): log2(`extent`) depthwise 3×3 convolutions of stride 2 (ReLU between; the paper's BN left
+      to the backbone), `extent` a power of two ≥ 2;
+    * `theta_plus` (GE-θ⁺): GE-θ's gather followed by SE's channel MLP (1×1 convs C → C/16 → C, ReLU) before σ."""
+
+    def __init__(self, dim: int, *, variant: str = "theta_plus", extent: int | None = 8, **base) -> None:
+        super().__init__(dim, **base)
+        if variant not in ("theta_minus", "theta", "theta_plus"):
+            raise self._fail(f"variant must be 'theta_minus', 'theta' or 'theta_plus', got {variant!r}")
+        if extent is not None:
+            extent = self._positive_int("extent", extent)
+        if variant != "theta_minus" and (extent is None or extent < 2 or extent & (extent - 1)):
+            raise self._fail(f"variant {variant!r} gathers with stride-2 convolutions: extent must be a power of two "
+                             f"≥ 2, got {extent!r}")
+        self.variant, self.extent = variant, extent
+        self.gather = nn.ModuleList()
+        if variant != "theta_minus":
+            self.gather.extend(nn.Conv2d(dim, dim, 3, stride=2, padding=1, groups=dim)
+                               for _ in range(int(math.log2(extent))))
+        hidden = max(1, dim // 16)
+        self.mlp = nn.Sequential(nn.Conv2d(dim, hidden, 1), nn.ReLU(), nn.Conv2d(hidden, dim, 1)) \
+            if variant == "theta_plus" else None
+
+    def _mix(self, x: Tensor) -> Tensor:
+        if self.variant == "theta_minus":
+            if self.extent is None:
+                context = x.mean((2, 3), keepdim=True)
+            else:
+                context = F.avg_pool2d(x, self.extent, stride=self.extent, ceil_mode=True)
+        else:
+            context = x
+            for i, layer in enumerate(self.gather):
+                context = layer(context if i == 0 else F.relu(context))
+        if self.mlp is not None:
+            context = self.mlp(context)
+        if self.extent is not None:  # each gathered value back onto the extent×extent cell it summarizes
+            h, w = x.shape[2:]
+            context = context.repeat_interleave(self.extent, 2)[:, :, :h].repeat_interleave(self.extent, 3)[..., :w]
+        return x * torch.sigmoid(context)
