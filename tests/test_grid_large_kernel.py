@@ -43,3 +43,17 @@ def test_unireplknet_reparameterize_keeps_outputs(kernel_size):
     mixer.reparameterize()
     assert mixer.reparameterized and sum(p.numel() for p in mixer.parameters()) == 4 * kernel_size ** 2 + 4
     torch.testing.assert_close(mixer(x), before, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("impl", ["direct", "fft"])
+def test_slak_reparameterize_keeps_outputs(impl):
+    torch.manual_seed(1)
+    mixer = tokenmix.create("slak", 4, kernel_size=11, strip_width=3, small_kernel_size=5, impl=impl).double()
+    with torch.no_grad():
+        for p in mixer.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    x = torch.randn(2, 4, 7, 9, dtype=torch.float64)
+    before = mixer(x)
+    mixer.reparameterize()
+    assert mixer.reparameterized and mixer.weights[0].shape == (4, 1, 11, 11)
+    torch.testing.assert_close(mixer(x), before, rtol=1e-10, atol=1e-12)

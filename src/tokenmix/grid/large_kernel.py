@@ -173,3 +173,63 @@ class DilatedReparamConvolution(GridMixer):
             self.bias.add_(bias)
         self.branch_weights = nn.ParameterList()
         self.branch_biases = nn.Parameter(self.bias.new_zeros(0, self.dim))
+
+
+@register(
+    name="slak",
+    family="large_kernel",
+    layout="grid",
+    paper="More ConvNets in the 2020s: Scaling up Kernels Beyond 51x51 using Sparsity",
+    arxiv="2207.03620",
+    impls=CONV_IMPLS,
+    causal="never",
+    state="none",
+    time_complexity="N (2 M N + k^2)",
+    memory_complexity="N",
+    spatial_dims=(2,),
+    summary="SLaK decomposed kernel: parallel M×N and N×M depthwise strips plus a small k×k kernel, foldable into one.",
+)
+class DecomposedLargeKernelConvolution(GridMixer):
+    """SLaK's decomposed large kernel (Liu et al., arXiv 2207.03620), section 4.1:
+
+        y = (W_{M×N} ∗ x + b_1) + (W_{N×M} ∗ x + b_2) + (W_{k×k} ∗ x + b_3)      (all depthwise)
+
+    M = `kernel_size` (51), N = `strip_width` (5), k = `small_kernel_size` (5). `reparameterize()` zero-pads the
+    three kernels to M×M and sums them (one depthwise conv, same outputs), as RepLKNet. The paper's dynamic
+    sparsity during training and its BatchNorms are not part of the operator here."""
+
+    def __init__(self, dim: int, *, kernel_size: int = 51, strip_width: int = 5, small_kernel_size: int = 5,
+                 **base) -> None:
+        super().__init__(dim, **base)
+        self.kernel_size = odd_kernel(self, "kernel_size", kernel_size)
+        self.strip_width = odd_kernel(self, "strip_width", strip_width)
+        self.small_kernel_size = odd_kernel(self, "small_kernel_size", small_kernel_size)
+        if max(strip_width, small_kernel_size) > kernel_size:
+            raise self._fail(f"strip_width and small_kernel_size must not exceed kernel_size {kernel_size}")
+        self.weights = nn.ParameterList([depthwise_weight(dim, (kernel_size, strip_width)),
+                                         depthwise_weight(dim, (strip_width, kernel_size)),
+                                         depthwise_weight(dim, small_kernel_size)])
+        self.biases = nn.Parameter(torch.zeros(3, dim))
+
+    @property
+    def reparameterized(self) -> bool:
+        return len(self.weights) == 1
+
+    def _mix(self, x: Tensor) -> Tensor:
+        y = 0
+        for weight, bias in zip(self.weights, self.biases):
+            y = y + conv(x, weight, bias, groups=self.dim, impl=self.impl)
+        return y
+
+    @torch.no_grad()
+    def reparameterize(self) -> None:
+        """Fold the strips and the small kernel into one M×M kernel (in place; a second call does nothing)."""
+        if self.reparameterized:
+            return
+        m = self.kernel_size
+        kernel = 0
+        for weight in self.weights:
+            dy, dx = (m - weight.shape[-2]) // 2, (m - weight.shape[-1]) // 2
+            kernel = kernel + F.pad(weight, (dx, dx, dy, dy))
+        self.weights = nn.ParameterList([nn.Parameter(kernel)])
+        self.biases = nn.Parameter(self.biases.sum(0, keepdim=True))
