@@ -34,7 +34,7 @@ def test_hand_checked_scalar_decay():
     ones = torch.ones(1, 1, 3, 1, dtype=torch.float64)
     v = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64).view(1, 1, 3, 1)
     expected = torch.tensor([1.0, 2.5, 4.25], dtype=torch.float64).view(1, 1, 3, 1)
-    for impl in ("reference", "recurrent", "chunk"):
+    for impl in ("reference", "recurrent", "chunk", "scan"):
         o, state = linear_attention(ones, ones, v, torch.tensor([0.5]).log(), scale=1.0, impl=impl,
                                     return_state=True, chunk_size=2)
         torch.testing.assert_close(o, expected)
@@ -49,7 +49,7 @@ def test_hand_checked_vector_decay_and_normalizer():
     log_decay = torch.tensor([0.0, -torch.inf]).expand(1, 1, 2, 2).clone().double()
     log_decay[..., 1] = -50.0  # effectively zero, kept finite
     # t=1: S = [[1], [2]] -> o = 3; z = (1, 2) -> q·z = 3.  t=2: S = [[1 + 30], [40]] -> o = 71; z = (4, 4) -> 8.
-    for impl in ("reference", "recurrent", "chunk"):
+    for impl in ("reference", "recurrent", "chunk", "scan"):
         o = linear_attention(q, k, v, log_decay, scale=1.0, impl=impl, chunk_size=1)
         torch.testing.assert_close(o.flatten(), torch.tensor([3.0, 71.0], dtype=torch.float64))
         o = linear_attention(q, k, v, log_decay, scale=1.0, impl=impl, normalize=True, eps=0.0)
@@ -69,7 +69,7 @@ def test_forms_equal_reference(kind, strength, length, chunk_size, with_state):
     state = torch.randn(B, H, key_dim, 7, dtype=torch.float64) if with_state else None
     expected, expected_state = linear_attention(q, k, v, g, impl="reference", initial_state=state,
                                                 return_state=True)
-    for impl in ("recurrent", "chunk"):
+    for impl in ("recurrent", "chunk", "scan"):
         o, final = linear_attention(q, k, v, g, impl=impl, initial_state=state, return_state=True,
                                     chunk_size=chunk_size)
         torch.testing.assert_close(o, expected, rtol=1e-10, atol=1e-10)
@@ -84,11 +84,11 @@ def test_chunk_gradients_equal_reference(kind):
     state = torch.randn(B, H, key_dim, 7, dtype=torch.float64, requires_grad=True)
     leaves = (q, k, v, g, state)
     grads = {}
-    for impl in ("reference", "recurrent", "chunk"):
+    for impl in ("reference", "recurrent", "chunk", "scan"):
         o, final = linear_attention(q, k, v, g, impl=impl, initial_state=state, return_state=True,
                                     chunk_size=32, normalize=False)
         grads[impl] = torch.autograd.grad((o.sin().sum() + final.cos().sum()), leaves)
-    for impl in ("recurrent", "chunk"):
+    for impl in ("recurrent", "chunk", "scan"):
         for got, want in zip(grads[impl], grads["reference"]):
             torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-10)
 
@@ -108,7 +108,7 @@ def test_strong_decay_is_stable_in_float32():
 def test_normalizer_matches_explicit_ratio():
     q, k, v = (t.abs() + 0.1 for t in inputs(23))
     g = decays("token", 23, 5, 0.5)
-    for impl in ("reference", "recurrent", "chunk"):
+    for impl in ("reference", "recurrent", "chunk", "scan"):
         o = linear_attention(q, k, v, g, impl=impl, normalize=True, eps=0.0, chunk_size=8)
         numerator = linear_attention(q, k, v, g, impl="reference")
         denominator = linear_attention(q, k, torch.ones_like(v[..., :1]), g, impl="reference")
@@ -118,7 +118,7 @@ def test_normalizer_matches_explicit_ratio():
 def test_non_causal_is_the_global_sum():
     q, k, v = inputs(11)
     expected = (q @ k.transpose(-1, -2) * 5 ** -0.5) @ v
-    for impl in ("reference", "recurrent", "chunk"):
+    for impl in ("reference", "recurrent", "chunk", "scan"):
         torch.testing.assert_close(linear_attention(q, k, v, causal=False, impl=impl), expected)
 
 

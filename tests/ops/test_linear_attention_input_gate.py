@@ -180,6 +180,8 @@ def test_bad_arguments_raise():
         linear_attention(q, k, v, log_input_gate=log_input[:, :, :2], normalize="max")
     with pytest.raises(MixerInputError, match="scalar decay"):
         linear_attention(q, k, v, torch.zeros(B, H, 5, 5), log_input_gate=log_input, normalize="max")
+    with pytest.raises(MixerInputError, match="scan"):
+        linear_attention(q, k, v, log_input_gate=log_input, normalize="max", impl="scan")
     with pytest.raises(MixerInputError, match="pair"):
         linear_attention(q, k, v, log_input_gate=log_input, normalize="max", initial_state=torch.zeros(B, H, 5, 5))
     with pytest.raises(MixerInputError, match="stabilizer"):

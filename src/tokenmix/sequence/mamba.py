@@ -3,6 +3,7 @@
 Each of the `d_inner` channels is one head of the op with key dim N (the SSM state) and value dim 1: the decay
 exp(Δ_t A_d) is a per-token vector over the state dimension (GLA's form), the key is B_t, the value Δ_t x_t and the
 query C_t. The recurrence lives only in `tokenmix.ops.linear_attention`; this file holds the block around it.
+With one value per head, the op's doubling `scan` is the cheapest exact form, so `impl="auto"` takes it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tokenmix.mixer import State
+from tokenmix.ops.linear_attention import linear_attention
 from tokenmix.registry import register
 from tokenmix.sequence._short_conv import ShortConv
 from tokenmix.sequence.linear_attention import LINEAR_IMPLS, _LinearAttentionMixer
@@ -25,7 +27,7 @@ from tokenmix.sequence.linear_attention import LINEAR_IMPLS, _LinearAttentionMix
     layout="sequence",
     paper="Mamba: Linear-Time Sequence Modeling with Selective State Spaces",
     arxiv="2312.00752",
-    impls=LINEAR_IMPLS,
+    impls=(*LINEAR_IMPLS, "scan"),
     causal="always",
     state="fixed",
     time_complexity="L",
@@ -80,8 +82,12 @@ class Mamba(_LinearAttentionMixer):
         log_decay = -delta.unsqueeze(-1) * self.A_log.exp().unsqueeze(1)              # (B, E·D, L, N)
         q, k = (t.unsqueeze(1).expand(-1, self.inner, -1, -1) for t in (c, b))       # (B, E·D, L, N)
         v = (delta * x.transpose(1, 2)).unsqueeze(-1)                                # (B, E·D, L, 1)
-        y, new = self._run(q, k, v, log_decay, None if state is None else {"state": state["state"]}, scale=1.0)
-        if new is not None:
-            new["conv"] = cache
+        impl = "scan" if self.impl == "auto" else self.impl
+        if state is None:
+            y, new = linear_attention(q, k, v, log_decay, scale=1.0, impl=impl, chunk_size=self.chunk_size), None
+        else:
+            y, memory = linear_attention(q, k, v, log_decay, scale=1.0, impl=impl, chunk_size=self.chunk_size,
+                                         initial_state=state["state"], return_state=True)
+            new = {"state": memory.to(state["state"].dtype), "conv": cache}
         y = y.squeeze(-1).transpose(1, 2) + self.D * x
         return self.out_proj(y * F.silu(z)), new
