@@ -271,6 +271,7 @@ class MultiHeadHyena(LongConvMixer):
 
     QUADRATIC_RATIO = 45.0  # FFT form's cost per d²·L·log2(2L) over the quadratic form's per L²·(d + SCORE_COST)
     SCORE_COST = 61.0       # a Toeplitz-masked score's elementwise work, in multiply-adds of the head dimension
+    GROUP_CHANNELS = 4096   # outer-product channels (d² per head) the FFT form convolves together
     QUERY_BLOCK = 256       # query rows per block of the quadratic form (bounds its memory at B·H·block·(P + L))
 
     def __init__(self, dim: int, *, num_heads: int = 4, short_kernel: int = 3, filter_width: int = 64,
@@ -324,17 +325,20 @@ class MultiHeadHyena(LongConvMixer):
         return y, {"short": short, "keys": k.to(state["keys"].dtype), "values": v.to(state["values"].dtype)}
 
     def _outer_product_conv(self, q: Tensor, k: Tensor, v: Tensor, kernel: Tensor, impl: str) -> Tensor:
-        """Σ_i q_i (h ∗ (k_i v_j)) over the d² channels of each head, one head at a time (the (B, d, d, L)
-        outer products and their spectra of one head are the working set, not all heads')."""
+        """Σ_i q_i (h ∗ (k_i v_j)) over the d² channels of each head, heads in groups of about GROUP_CHANNELS
+        outer-product channels (one head at d = 64): a group's (B, g, d, d, L) outer products and their spectra
+        are the working set, not all heads', and the readout is one multiply-reduce over them."""
         length = q.shape[-1]
         past = k.shape[-1] - length
+        group = max(1, self.GROUP_CHANNELS // (self.head_dim ** 2))
         heads = []
-        for m in range(self.num_heads):
-            kv = k[:, m, :, None] * v[:, m, None]                                   # (B, d_k, d_v, P + L)
+        for m in range(0, self.num_heads, group):
+            g = slice(m, m + group)
+            kv = k[:, g, :, None] * v[:, g, None]                                   # (B, g, d_k, d_v, P + L)
             history = kv[..., :past] if past else None
-            z = fft_conv(kv[..., past:], kernel[m], history=history, impl=impl)     # (B, d_k, d_v, L)
-            heads.append((q[:, m, :, None] * z).sum(1))                             # (B, d_v, L)
-        return torch.stack(heads, dim=1)
+            z = fft_conv(kv[..., past:], kernel[g, None, None], history=history, impl=impl)
+            heads.append((q[:, g, :, None] * z).sum(2))                             # (B, g, d_v, L)
+        return torch.cat(heads, dim=1)
 
 
 def toeplitz_attention(q: Tensor, k: Tensor, v: Tensor, kernel: Tensor, block: int) -> Tensor:
