@@ -45,3 +45,12 @@ def test_gather_excite_variants():
     torch.testing.assert_close(y[:, :, :4, :4], cell * torch.sigmoid(cell.mean((2, 3), keepdim=True)))
     with pytest.raises(tokenmix.MixerInputError, match="power of two"):
         tokenmix.create("gather_excite", 8, variant="theta", extent=3)
+
+
+def test_ulsam_maps_are_spatial_distributions_per_subspace():
+    mixer = tokenmix.create("ulsam", 8, num_subspaces=2).double()
+    x = torch.randn(2, 8, 5, 6, dtype=torch.float64)
+    attention = (mixer(x) - x) / x                      # A_n broadcast over the subspace's channels
+    torch.testing.assert_close(attention[:, 0], attention[:, 3])
+    torch.testing.assert_close(attention[:, 4], attention[:, 7])
+    torch.testing.assert_close(attention[:, [0, 4]].sum((2, 3)), torch.ones(2, 2, dtype=torch.float64))

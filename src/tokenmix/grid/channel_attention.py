@@ -203,3 +203,44 @@ class GatherExcite(GridMixer):
             h, w = x.shape[2:]
             context = context.repeat_interleave(self.extent, 2)[:, :, :h].repeat_interleave(self.extent, 3)[..., :w]
         return x * torch.sigmoid(context)
+
+
+@register(
+    name="ulsam",
+    family="channel_attention",
+    layout="grid",
+    paper="ULSAM: Ultra-Lightweight Subspace Attention Module for Compact Convolutional Neural Networks",
+    arxiv="2006.15102",
+    impls=("reference",),
+    causal="never",
+    state="none",
+    time_complexity="N D",
+    memory_complexity="N",
+    spatial_dims=(2,),
+    summary="ULSAM: one spatial softmax attention map per channel subspace, applied with a residual.",
+)
+class SubspaceAttention(GridMixer):
+    """Ultra-lightweight subspace attention (Saini et al., arXiv 2006.15102), eq. (1)-(3):
+
+        A_n = softmax(PW(maxpool_{3×3, stride 1}(DW_{1×1}(F_n))))        (one map over all H·W positions)
+        F̂_n = A_n ⊗ F_n ⊕ F_n,      F̂ = concat(F̂_1, ..., F̂_g)
+
+    the channels split into g = `num_subspaces` groups F_n; DW_{1×1} is a per-channel scale and shift, PW a 1×1
+    conv from the group's channels to one map, the softmax runs over the spatial positions, ⊗ broadcasts the map
+    over the group's channels."""
+
+    def __init__(self, dim: int, *, num_subspaces: int = 4, **base) -> None:
+        super().__init__(dim, **base)
+        self.num_subspaces = self._positive_int("num_subspaces", num_subspaces)
+        if dim % num_subspaces:
+            raise self._fail(f"dim {dim} must be divisible by num_subspaces {num_subspaces}")
+        self.depthwise = nn.Conv2d(dim, dim, 1, groups=dim)
+        self.pointwise = nn.Conv2d(dim, num_subspaces, 1, groups=num_subspaces)
+
+    def _mix(self, x: Tensor) -> Tensor:
+        b, c, h, w = x.shape
+        g = self.num_subspaces
+        scores = self.pointwise(F.max_pool2d(self.depthwise(x), 3, stride=1, padding=1))  # (B, g, H, W)
+        attention = torch.softmax(scores.flatten(2), dim=-1).view(b, g, 1, h, w)
+        grouped = x.view(b, g, c // g, h, w)
+        return (attention * grouped + grouped).view(b, c, h, w)
