@@ -71,3 +71,12 @@ def test_bad_inputs():
         conv(x.long(), torch.randn(4, 1, 3, 3), groups=4)
     with pytest.raises(MixerInputError, match="bias"):
         conv(x, torch.randn(4, 1, 3, 3), torch.randn(3), groups=4)
+
+
+def test_crossover_bench_runs_and_reads_its_rows():
+    from tokenmix.bench.conv_crossover import crossover, measure
+
+    rows = measure(sizes=(8,), kernels=(3, 5), channels=2, repeats=1)
+    assert [(r["size"], r["kernel"]) for r in rows] == [(8, 3), (8, 5)]
+    assert crossover([{"size": 8, "kernel": 3, "direct": 1, "fft": 2}, {"size": 8, "kernel": 5, "direct": 2, "fft": 1}]) == 5
+    assert crossover([{"size": 8, "kernel": 3, "direct": 1, "fft": 2}]) is None

@@ -13,7 +13,8 @@ Forms (`impl`):
 * `direct`: `F.conv{1,2,3}d` on the padded input (cuDNN / oneDNN);
 * `fft`: the linear convolution by real FFTs of size ≥ n + d·(k - 1) per axis (no wrap-around), cropped to
   the 'same' window; cost independent of the kernel size, so it wins for large kernels;
-* `auto`: `fft` when the (dilated) kernel has at least `FFT_MIN_KERNEL` taps along every axis, else `direct`.
+* `auto`: `fft` where a cost model fitted to measured times says it is faster (`prefers_fft`: large kernels,
+  the more so at high resolution), else `direct`.
 
 Inputs in bf16/fp16 are computed in float32 and returned in their own dtype.
 """
@@ -21,6 +22,7 @@ Inputs in bf16/fp16 are computed in float32 and returned in their own dtype.
 from __future__ import annotations
 
 import itertools
+import math
 
 import torch
 import torch.nn.functional as F
@@ -31,11 +33,13 @@ from tokenmix.ops._checks import check_impl, compute_dtype
 from tokenmix.ops.fftconv import fast_size
 
 IMPLS = ("reference", "direct", "fft")
-# Crossover of depthwise conv measured on the shared 2-core CPU (1 thread, 32 channels, float32, best of 3):
-# direct/fft ms at 64 px: k=23 2.0/3.1, k=31 7.5/2.8, k=51 15.2/8.3; at 128 px: k=23 13.6/14.8, k=31 21.4/24.3,
-# k=51 70.4/18.1; at 32 px the two are within 15% from k=31 up. Direct wins below ~31 taps, the FFT above.
-# (Not yet the per-device measured crossover issue 7 asks for: a `tokenmix speed` sweep should refine it.)
-FFT_MIN_KERNEL = 31
+# `auto` compares a cost model: direct ∝ N·K (N output points, K kernel taps, dilated spans), FFT ∝ P·log2 P
+# (P the padded transform size, Π (n_i + k_i - 1)); it takes the FFT when N·K > FFT_COST_RATIO · P·log2 P. The
+# ratio is fitted to `python -m tokenmix.bench.conv_crossover` (depthwise, 32 channels, float32, 1 thread, shared
+# 2-core CPU): the crossover kernel falls with resolution, ≈45 at 32 px, ≈38 at 64 px, ≈25 at 128 px, ≈21 at
+# 256 px, and N·K / (P·log2 P) at those points is 29, 44, 31, 23, so one ratio of ~30 follows all of them where
+# a fixed kernel threshold would be off by 2x at one end or the other.
+FFT_COST_RATIO = 30.0
 
 _CONVOLUTIONS = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
@@ -52,8 +56,7 @@ def conv(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, groups: int =
     x, weight = x.to(dtype), weight.to(dtype)
     bias = None if bias is None else bias.to(dtype)
     if impl == "auto":
-        span = min((k - 1) * dilation + 1 for k in weight.shape[2:])
-        impl = "fft" if span >= FFT_MIN_KERNEL else "direct"
+        impl = "fft" if prefers_fft(x.shape[2:], weight.shape[2:], dilation) else "direct"
     if impl == "reference":
         y = _reference(x, weight, groups, dilation)
     elif impl == "direct":
@@ -64,6 +67,13 @@ def conv(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, groups: int =
     if bias is not None:
         y = y + bias.view(-1, *([1] * (x.ndim - 2)))
     return y.to(out_dtype)
+
+
+def prefers_fft(spatial, kernel, dilation: int = 1) -> bool:
+    """The `auto` rule: whether the FFT form is expected to be faster (see FFT_COST_RATIO)."""
+    spans = [(k - 1) * dilation + 1 for k in kernel]
+    points, taps, padded = math.prod(spatial), math.prod(spans), math.prod(n + k - 1 for n, k in zip(spatial, spans))
+    return points * taps > FFT_COST_RATIO * padded * math.log2(max(padded, 2))
 
 
 conv2d = conv  # the 2D case is the common one; the same function serves 1D and 3D

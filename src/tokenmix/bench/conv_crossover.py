@@ -1,0 +1,78 @@
+"""Where the FFT overtakes direct convolution: depthwise 'same' conv timed over kernel sizes and resolutions.
+
+    python -m tokenmix.bench.conv_crossover [--threads 1] [--channels 32] [--repeats 3]
+
+prints direct and FFT times (best of `repeats`, float32) per resolution and kernel size and the crossover: the
+smallest kernel size from which the FFT is faster at every resolution measured. `tokenmix.ops.conv.FFT_MIN_KERNEL`
+(the `auto` rule) is set from this measurement on the development machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Sequence
+
+import torch
+
+from tokenmix.ops.conv import conv
+
+KERNELS = (3, 7, 11, 15, 19, 23, 31, 41, 51)
+SIZES = (32, 64, 128, 256)
+
+
+def _best_time(call, repeats: int) -> float:
+    call()  # warm-up (plans, allocations)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def measure(sizes: Sequence[int] = SIZES, kernels: Sequence[int] = KERNELS, channels: int = 32,
+            repeats: int = 3, device: str = "cpu") -> list[dict]:
+    """One row per (size, kernel): seconds for `direct` and `fft` on a (1, channels, size, size) input."""
+    rows = []
+    for size in sizes:
+        x = torch.randn(1, channels, size, size, device=device)
+        for k in kernels:
+            w = torch.randn(channels, 1, k, k, device=device)
+            times = {}
+            for impl in ("direct", "fft"):
+                def call(impl=impl):
+                    conv(x, w, groups=channels, impl=impl)
+                    if device != "cpu":
+                        torch.cuda.synchronize()
+                times[impl] = _best_time(call, repeats)
+            rows.append({"size": size, "kernel": k, **times})
+    return rows
+
+
+def crossover(rows: list[dict]) -> int | None:
+    """The smallest kernel size from which `fft` beats `direct` at every size and every larger kernel."""
+    kernels = sorted({r["kernel"] for r in rows})
+    for k in kernels:
+        if all(r["fft"] < r["direct"] for r in rows if r["kernel"] >= k):
+            return k
+    return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--channels", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    rows = measure(channels=args.channels, repeats=args.repeats, device=args.device)
+    print(f"{'size':>5} {'kernel':>6} {'direct ms':>10} {'fft ms':>8}")
+    for r in rows:
+        print(f"{r['size']:>5} {r['kernel']:>6} {1e3 * r['direct']:>10.2f} {1e3 * r['fft']:>8.2f}")
+    print(f"crossover kernel size: {crossover(rows)}")
+
+
+if __name__ == "__main__":
+    main()
