@@ -3,8 +3,8 @@
     python -m tokenmix.bench.conv_crossover [--threads 1] [--channels 32] [--repeats 3]
 
 prints direct and FFT times (best of `repeats`, float32) per resolution and kernel size and the crossover: the
-smallest kernel size from which the FFT is faster at every resolution measured. `tokenmix.ops.conv.FFT_MIN_KERNEL`
-(the `auto` rule) is set from this measurement on the development machine.
+smallest kernel size from which the FFT is faster at every resolution measured. `tokenmix.ops.conv.FFT_COST_RATIO`
+(the `auto` rule's cost model) is fitted to this measurement on the development machine.
 """
 
 from __future__ import annotations
