@@ -58,23 +58,3 @@ def test_slak_reparameterize_keeps_outputs(impl):
     assert mixer.reparameterized and mixer.weights[0].shape == (4, 1, 11, 11)
     torch.testing.assert_close(mixer(x), before, rtol=1e-10, atol=1e-12)
 
-
-def test_dcls_at_integer_positions_is_a_dilated_convolution():
-    mixer = tokenmix.create("dcls", 4, kernel_count=3, dilated_kernel_size=7).double()
-    x = torch.randn(2, 4, 7, 9, dtype=torch.float64)
-    expected = torch.nn.functional.conv2d(x, mixer.weight.view(4, 1, 3, 3), mixer.bias, padding="same",
-                                          dilation=3, groups=4)
-    torch.testing.assert_close(mixer(x), expected)
-
-
-def test_dcls_positions_receive_gradients_and_half_steps_split_weights():
-    mixer = tokenmix.create("dcls", 1, kernel_count=1, dilated_kernel_size=3).double()
-    with torch.no_grad():
-        mixer.weight.fill_(1.0)
-        mixer.positions.copy_(torch.tensor([[[0.5, -0.25]]]))
-    kernel = mixer.kernel()[0, 0]
-    expected = torch.zeros(3, 3, dtype=torch.float64)
-    expected[1, 0], expected[1, 1], expected[2, 0], expected[2, 1] = 0.5 * 0.25, 0.5 * 0.75, 0.5 * 0.25, 0.5 * 0.75
-    torch.testing.assert_close(kernel, expected)
-    mixer(torch.randn(1, 1, 5, 5, dtype=torch.float64)).sum().backward()
-    assert mixer.positions.grad.abs().sum() > 0

@@ -8,3 +8,4 @@ from tokenmix.grid import gated  # noqa: F401
 from tokenmix.grid import dynamic  # noqa: F401
 from tokenmix.grid import pooling  # noqa: F401
 from tokenmix.grid import deformable  # noqa: F401
+from tokenmix.grid import continuous_kernel  # noqa: F401
