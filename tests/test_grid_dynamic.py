@@ -41,3 +41,16 @@ def test_condconv_with_equal_experts_is_a_scaled_conv():
     for i in range(2):
         expected = scale[i] * conv(x[i:i + 1], mixer.weight[0], groups=2)
         torch.testing.assert_close(mixer(x)[i:i + 1], expected)
+
+
+@pytest.mark.parametrize("impl", ["reference", "unfold"])
+def test_local_relation_without_appearance_or_geometry_is_a_window_average(impl):
+    mixer = tokenmix.create("local_relation", 8, kernel_size=3, num_groups=2, impl=impl).double()
+    with torch.no_grad():
+        for module in (mixer.query, mixer.key):
+            module.weight.zero_()
+            module.bias.zero_()
+        mixer.geometry[-1].weight.zero_()
+    x = torch.randn(2, 8, 5, 6, dtype=torch.float64)
+    expected = torch.nn.functional.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
+    torch.testing.assert_close(mixer(x), expected)

@@ -158,3 +158,66 @@ class DynamicConvolution(ConditionalConvolution):
 
     def routing_weights(self, x: Tensor) -> Tensor:
         return torch.softmax(self.routing(x.flatten(2).mean(-1)) / self.temperature, dim=-1)
+
+
+@register(
+    name="local_relation",
+    family="dynamic",
+    layout="grid",
+    paper="Local Relation Networks for Image Recognition",
+    arxiv="1904.11491",
+    impls=("reference", "unfold"),
+    causal="never",
+    state="none",
+    time_complexity="N K^2 D",
+    memory_complexity="N K^2 m",
+    spatial_dims=(2,),
+    summary="Local relation layer: k×k aggregation weights from query-key appearance and a geometric prior.",
+)
+class LocalRelation(GridMixer):
+    """Local relation layer (Hu et al., arXiv 1904.11491), eq. (2)-(4):
+
+        ω(p, p') = softmax_{p' ∈ Ω_k(p)} ( Φ(q_p, k_{p'}) + G(p' − p) ),     Φ(q, k) = −(q − k)²
+        y_p = Σ_{p' ∈ Ω_k(p)} ω(p, p') · x_{p'}
+
+    per aggregation group (m = `num_groups` groups of consecutive channels share ω). q and k are 1×1 convs of x
+    with one channel per group; the geometric prior G is a two-layer MLP (hidden width `geometry_hidden`, ReLU)
+    of the relative position, one value per group. The neighbourhood Ω_k(p) is the k×k window inside the image
+    (positions outside are left out of the softmax). `reference` loops over the window; `unfold` gathers it."""
+
+    def __init__(self, dim: int, *, kernel_size: int = 7, num_groups: int = 8, geometry_hidden: int = 16,
+                 **base) -> None:
+        super().__init__(dim, **base)
+        self.kernel_size = odd_kernel(self, "kernel_size", kernel_size)
+        self.num_groups = self._positive_int("num_groups", num_groups)
+        self._positive_int("geometry_hidden", geometry_hidden)
+        if dim % num_groups:
+            raise self._fail(f"dim {dim} must be divisible by num_groups {num_groups}")
+        self.query = nn.Conv2d(dim, num_groups, 1)
+        self.key = nn.Conv2d(dim, num_groups, 1)
+        self.geometry = nn.Sequential(nn.Linear(2, geometry_hidden), nn.ReLU(), nn.Linear(geometry_hidden, num_groups))
+
+    def _mix(self, x: Tensor) -> Tensor:
+        b, c, h, w = x.shape
+        k, m, r = self.kernel_size, self.num_groups, self.kernel_size // 2
+        offsets = torch.stack(torch.meshgrid(torch.arange(-r, r + 1), torch.arange(-r, r + 1), indexing="ij"), -1)
+        prior = self.geometry(offsets.reshape(k * k, 2).to(x.dtype))          # (K², m)
+        q, key = self.query(x), self.key(x)                                   # (B, m, H, W)
+        inside = F.pad(x.new_ones(1, 1, h, w), (r,) * 4)
+        if self.impl == "reference":
+            padded_key, padded_x = F.pad(key, (r,) * 4), F.pad(x, (r,) * 4).view(b, m, c // m, h + 2 * r, w + 2 * r)
+            taps = list(itertools.product(range(k), range(k)))
+            logits = torch.stack([-(q - padded_key[..., u:u + h, v:v + w]).square() + prior[t].view(1, m, 1, 1)
+                                  for t, (u, v) in enumerate(taps)], dim=2)   # (B, m, K², H, W)
+            valid = torch.stack([inside[..., u:u + h, v:v + w] for u, v in taps], dim=2) > 0
+            weights = torch.softmax(logits.masked_fill(~valid, float("-inf")), dim=2)
+            y = 0
+            for t, (u, v) in enumerate(taps):
+                y = y + weights[:, :, t:t + 1] * padded_x[..., u:u + h, v:v + w]
+            return y.reshape(b, c, h, w)
+        keys = F.unfold(key, k, padding=r).view(b, m, k * k, h, w)
+        valid = F.unfold(inside[..., r:r + h, r:r + w], k, padding=r).view(1, 1, k * k, h, w) > 0
+        logits = -(q[:, :, None] - keys).square() + prior.T.reshape(1, m, k * k, 1, 1)
+        weights = torch.softmax(logits.masked_fill(~valid, float("-inf")), dim=2)
+        neighbours = F.unfold(x, k, padding=r).view(b, m, c // m, k * k, h, w)
+        return (neighbours * weights[:, :, None]).sum(3).view(b, c, h, w)
