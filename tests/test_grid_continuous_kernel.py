@@ -40,3 +40,14 @@ def test_smpconv_single_point_is_a_cone_and_moves():
     torch.testing.assert_close(kernel, 2 * torch.relu(1 - norm), rtol=0, atol=1e-5)  # ‖·‖ floored at 1e-6
     mixer(torch.randn(1, 1, 6, 7, dtype=torch.float64)).square().sum().backward()
     assert mixer.radii.grad.abs().sum() > 0
+
+
+def test_ccnn_is_global_in_1d_2d_3d_and_one_kernel_net_serves_every_size():
+    for dims, shape in ((1, (1, 4, 11)), (2, (1, 4, 6, 7)), (3, (1, 4, 3, 4, 5))):
+        mixer = tokenmix.create("ccnn", 4, spatial_dims=dims).double()
+        x = torch.randn(*shape, dtype=torch.float64)
+        changed = x.clone()
+        changed[(..., *([-1] * dims))] += 1.0
+        first = (..., *([0] * dims))
+        assert not torch.allclose(mixer(x)[first], mixer(changed)[first])  # the far corner reaches the first point
+        assert mixer.kernel(shape[2:]).shape == (4, 1, *[2 * n - 1 for n in shape[2:]])
