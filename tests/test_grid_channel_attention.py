@@ -54,3 +54,12 @@ def test_ulsam_maps_are_spatial_distributions_per_subspace():
     torch.testing.assert_close(attention[:, 0], attention[:, 3])
     torch.testing.assert_close(attention[:, 4], attention[:, 7])
     torch.testing.assert_close(attention[:, [0, 4]].sum((2, 3)), torch.ones(2, 2, dtype=torch.float64))
+
+
+def test_senetv2_with_one_branch_is_squeeze_excitation():
+    v2 = tokenmix.create("senetv2", 16, cardinality=1, reduction=4).double()
+    se = tokenmix.create("squeeze_excitation", 16, reduction=4).double()
+    se.squeeze.load_state_dict(v2.branches[0].state_dict())
+    se.excite.load_state_dict(v2.excite.state_dict())
+    x = torch.randn(2, 16, 5, 6, dtype=torch.float64)
+    torch.testing.assert_close(v2(x), se(x))

@@ -244,3 +244,39 @@ class SubspaceAttention(GridMixer):
         attention = torch.softmax(scores.flatten(2), dim=-1).view(b, g, 1, h, w)
         grouped = x.view(b, g, c // g, h, w)
         return (attention * grouped + grouped).view(b, c, h, w)
+
+
+@register(
+    name="senetv2",
+    family="channel_attention",
+    layout="grid",
+    paper="SENetV2: Aggregated dense layer for channelwise and global representations",
+    arxiv="2311.10807",
+    impls=("reference",),
+    causal="never",
+    state="none",
+    time_complexity="N D",
+    memory_complexity="N",
+    spatial_dims=(1, 2, 3),
+    summary="SENetV2 squeeze-aggregated excitation: SE whose squeeze FC is a multi-branch dense layer.",
+)
+class SqueezeAggregatedExcitation(GridMixer):
+    """Squeeze aggregated excitation of SENetV2 (Narayanan, arXiv 2311.10807), section 3:
+
+        z = GAP(x),   s = σ(W_e · concat_{b=1}^{B} δ(W_b z)),   y_c = s_c · x_c
+
+    B = `cardinality` parallel dense branches W_b: C → C/r (δ = ReLU, r = `reduction`), concatenated and
+    excited by W_e: B·C/r → C. With B = 1 it is Squeeze-and-Excitation."""
+
+    def __init__(self, dim: int, *, cardinality: int = 4, reduction: int = 16, **base) -> None:
+        super().__init__(dim, **base)
+        self.cardinality = self._positive_int("cardinality", cardinality)
+        self.reduction = self._positive_int("reduction", reduction)
+        hidden = max(1, dim // reduction)
+        self.branches = nn.ModuleList(nn.Linear(dim, hidden) for _ in range(cardinality))
+        self.excite = nn.Linear(cardinality * hidden, dim)
+
+    def _mix(self, x: Tensor) -> Tensor:
+        z = _spatial_mean(x)
+        s = torch.sigmoid(self.excite(torch.cat([F.relu(branch(z)) for branch in self.branches], dim=-1)))
+        return _broadcast(s, x) * x
