@@ -52,3 +52,15 @@ def test_bad_configurations_and_inputs_raise():
     model = VisionModel("poolformer", depths=(1,), dims=(8,))
     with pytest.raises(MixerInputError, match="VisionModel"):
         model(torch.randn(2, 1, 8, 8))
+
+
+def test_spd_downsampling_keeps_every_pixel():
+    from tokenmix.models.vision import SpaceToDepthConv
+
+    spd = SpaceToDepthConv(2, 3).double()
+    x = torch.randn(1, 2, 5, 7, dtype=torch.float64)
+    assert spd(x).shape == (1, 3, 3, 4)
+    model = VisionModel("poolformer", num_classes=2, depths=(1, 1), dims=(4, 8), patch_size=1, downsample="spd")
+    assert model.forward_features(torch.randn(2, 3, 7, 9)).shape == (2, 8, 4, 5)
+    with pytest.raises(MixerInputError, match="downsample"):
+        VisionModel("poolformer", depths=(1, 1), dims=(4, 8), downsample="pool")

@@ -8,7 +8,7 @@ image (B, C_in, H, W) → stem (patch_size × patch_size conv, stride patch_size
 block:  x = x + mixer(norm(x));   x = x + MLP(norm(x))      (norm: LayerNorm over channels at each position;
                                                             MLP: 1×1 conv → GELU → 1×1 conv)
 
-Downsampling between stages is a 3×3 convolution with stride 2. One stage is the isotropic configuration (ViT /
+Downsampling between stages is a 3×3 convolution with stride 2, or SPD-Conv (`downsample="spd"`). One stage is the isotropic configuration (ViT /
 ConvMixer-like), several stages the hierarchical one (PoolFormer / ConvNeXt-like). Each stage names its mixer, so
 a model can mix families (e.g. pooling early, attention late). Grid mixers receive `(B, D, h, w)`; sequence
 mixers receive the positions flattened row by row, `(B, h·w, D)`, built non-causal unless they are causal by
@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 import tokenmix
@@ -64,6 +65,33 @@ def build_grid_mixer(name: str, dim: int, options: dict[str, Any] | None = None)
     return FlattenedSequenceMixer(tokenmix.create(name, dim, **options))
 
 
+class SpaceToDepthConv(nn.Module):
+    """SPD-Conv downsampling (Sunkara & Luo, arXiv 2208.03641): space-to-depth with scale 2, then a non-strided conv:
+
+        x' = concat(x[:, :, 0::2, 0::2], x[:, :, 1::2, 0::2], x[:, :, 0::2, 1::2], x[:, :, 1::2, 1::2])   (C → 4C)
+        y = Conv_{3×3, stride 1}(x')                                                                 (4C → C_out)
+
+    so no pixel is skipped, unlike a strided conv or pooling. Odd sizes are zero-padded on the bottom / right."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(4 * in_channels, out_channels, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = F.pad(x, (0, x.shape[-1] % 2, 0, x.shape[-2] % 2))
+        parts = [x[..., i::2, j::2] for j in (0, 1) for i in (0, 1)]
+        return self.conv(torch.cat(parts, dim=1))
+
+
+def downsampling(kind: str, in_channels: int, out_channels: int) -> nn.Module:
+    """Between stages: `conv` (3×3, stride 2, as PoolFormer) or `spd` (space-to-depth + conv, SPD-Conv)."""
+    if kind == "conv":
+        return nn.Conv2d(in_channels, out_channels, 3, stride=2, padding=1)
+    if kind == "spd":
+        return SpaceToDepthConv(in_channels, out_channels)
+    raise MixerInputError(f"VisionModel: downsample must be 'conv' or 'spd', got {kind!r}")
+
+
 class MLP(nn.Module):
     """The channel mixer of a block: 1×1 conv → GELU → 1×1 conv."""
 
@@ -104,12 +132,12 @@ class VisionModel(nn.Module):
 
     `depths` and `dims` give the blocks and width of each stage (one entry: isotropic; several: hierarchical,
     each stage after the first halving the resolution). `mixers` is one name or one per stage, `mixer_options`
-    one dict or one per stage. `num_classes=0` returns pooled features."""
+    one dict or one per stage. `downsample` is "conv" or "spd". `num_classes=0` returns pooled features."""
 
     def __init__(self, mixers: str | Sequence[str], *, in_channels: int = 3, num_classes: int = 10,
                  depths: Sequence[int] = (2, 2, 2, 2), dims: Sequence[int] = (32, 64, 128, 256),
                  mixer_options: dict[str, Any] | Sequence[dict[str, Any] | None] | None = None,
-                 patch_size: int = 4, mlp_ratio: float = 4.0) -> None:
+                 patch_size: int = 4, mlp_ratio: float = 4.0, downsample: str = "conv") -> None:
         super().__init__()
         depths, dims = list(depths), list(dims)
         if not depths or len(depths) != len(dims) or min(depths) < 1 or min(dims) < 1:
@@ -124,7 +152,7 @@ class VisionModel(nn.Module):
         for i, (depth, dim) in enumerate(zip(depths, dims)):
             layers: list[nn.Module] = []
             if i > 0:
-                layers.append(nn.Conv2d(dims[i - 1], dim, 3, stride=2, padding=1))
+                layers.append(downsampling(downsample, dims[i - 1], dim))
             layers += [MetaFormerBlock(dim, mixers[i], options[i], mlp_ratio) for _ in range(depth)]
             self.stages.append(nn.Sequential(*layers))
         self.num_features = dims[-1]
