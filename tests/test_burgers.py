@@ -92,3 +92,20 @@ def test_bad_parameters_raise():
 def test_relative_l2():
     y = torch.randn(3, 1, 16)
     assert torch.allclose(relative_l2(1.1 * y, y), torch.full((3,), 0.1), atol=1e-6)
+
+
+def test_loader_reads_the_fno_mat_format(tmp_path):
+    from scipy.io import savemat
+
+    from tokenmix.tasks.burgers import load_burgers_mat
+
+    a = torch.randn(3, 16, dtype=torch.float64)
+    u = torch.randn(3, 16, dtype=torch.float64)
+    path = tmp_path / "burgers_data_R10.mat"
+    savemat(path, {"a": a.numpy(), "u": u.numpy()})
+    inputs, targets = load_burgers_mat(path, resolution=8)
+    assert inputs.shape == (3, 1, 8) and inputs.dtype == torch.float32
+    torch.testing.assert_close(inputs[:, 0], a[:, ::2].float())
+    torch.testing.assert_close(targets[:, 0], u[:, ::2].float())
+    with pytest.raises(MixerInputError):
+        load_burgers_mat(path, resolution=5)

@@ -166,6 +166,35 @@ class Burgers(Task):
         return {"relative_l2": float(errors.mean()), "num_examples": int(errors.numel())}
 
 
+def load_burgers_mat(path: str | Path, resolution: int | None = None) -> tuple[Tensor, Tensor]:
+    """`(inputs, targets)` as `(N, 1, resolution)` float32 from a FNO-paper Burgers file (`burgers_data_R10.mat`:
+    keys `a` = u0 and `u` = u(·, 1), `(N, 8192)`), subsampled to `resolution` (a divisor of the file's). MATLAB v5
+    files are read with scipy; v7.3 files (HDF5) need h5py and are stored transposed (column-major)."""
+    path = Path(path)
+    try:
+        from scipy.io import loadmat
+
+        data = loadmat(path, variable_names=("a", "u"))
+        a, u = data["a"], data["u"]
+    except NotImplementedError:  # scipy: "Please use HDF reader for matlab v7.3 files"
+        try:
+            import h5py
+        except ImportError as error:
+            raise MixerInputError(f"burgers: {path} is a MATLAB v7.3 (HDF5) file; install h5py to read it") from error
+        with h5py.File(path, "r") as file:
+            a, u = file["a"][()].T, file["u"][()].T
+    a, u = torch.as_tensor(a, dtype=torch.float32), torch.as_tensor(u, dtype=torch.float32)
+    if a.ndim != 2 or a.shape != u.shape:
+        raise MixerInputError(f"burgers: expected 2D arrays a and u of one shape in {path}, got {tuple(a.shape)} "
+                              f"and {tuple(u.shape)}")
+    size = a.shape[1]
+    resolution = size if resolution is None else resolution
+    if size % resolution:
+        raise MixerInputError(f"burgers: resolution {resolution} must divide the file's {size} points")
+    stride = size // resolution
+    return a[:, None, ::stride].contiguous(), u[:, None, ::stride].contiguous()
+
+
 def relative_l2(prediction: Tensor, target: Tensor) -> Tensor:
     """Per example ‖prediction − target‖₂ / ‖target‖₂ over every non-batch dimension (the FNO papers' metric)."""
     difference = (prediction - target).flatten(1).norm(dim=1)
