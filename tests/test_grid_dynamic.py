@@ -54,3 +54,15 @@ def test_local_relation_without_appearance_or_geometry_is_a_window_average(impl)
     x = torch.randn(2, 8, 5, 6, dtype=torch.float64)
     expected = torch.nn.functional.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
     torch.testing.assert_close(mixer(x), expected)
+
+
+def test_tvconv_kernels_vary_with_position_not_with_the_input():
+    mixer = tokenmix.create("tvconv", 4, resolution=6).double()
+    x = torch.randn(2, 4, 6, 6, dtype=torch.float64)
+    kernels = mixer.kernels((6, 6))
+    assert not torch.allclose(kernels[..., 0, 0], kernels[..., 3, 3])
+    # with a constant kernel map it reduces to a depthwise conv: check the per-position sum against conv
+    expected = sum(kernels[:, :, t] * torch.nn.functional.pad(x, (1,) * 4)[..., t // 3:t // 3 + 6, t % 3:t % 3 + 6]
+                   for t in range(9))
+    torch.testing.assert_close(mixer(x), expected)
+    assert mixer(torch.randn(1, 4, 5, 9, dtype=torch.float64)).shape == (1, 4, 5, 9)  # any size: A resized

@@ -221,3 +221,62 @@ class LocalRelation(GridMixer):
         weights = torch.softmax(logits.masked_fill(~valid, float("-inf")), dim=2)
         neighbours = F.unfold(x, k, padding=r).view(b, m, c // m, k * k, h, w)
         return (neighbours * weights[:, :, None]).sum(3).view(b, c, h, w)
+
+
+def _per_position_depthwise(x: Tensor, kernels: Tensor, k: int, impl: str) -> Tensor:
+    """y_c(p) = Σ_u kernels[c, u, p] · x_c(p + u): x (B, C, H, W), kernels (B or 1, C, K², H, W), zero padding."""
+    b, c, h, w = x.shape
+    if impl == "reference":
+        padded = F.pad(x, (k // 2,) * 4)
+        y = 0
+        for tap, (u, v) in enumerate(itertools.product(range(k), range(k))):
+            y = y + kernels[:, :, tap] * padded[..., u:u + h, v:v + w]
+        return y
+    return (F.unfold(x, k, padding=k // 2).view(b, c, k * k, h, w) * kernels).sum(2)
+
+
+@register(
+    name="tvconv",
+    family="dynamic",
+    layout="grid",
+    paper="TVConv: Efficient Translation Variant Convolution for Layout-aware Visual Processing",
+    arxiv="2203.10489",
+    impls=("reference", "unfold"),
+    causal="never",
+    state="none",
+    time_complexity="N K^2 D",
+    memory_complexity="N K^2 D",
+    spatial_dims=(2,),
+    summary="TVConv: depthwise kernels that vary with position, generated from learned input-independent affinity maps.",
+)
+class TranslationVariantConvolution(GridMixer):
+    """Translation-variant convolution (Chen et al., arXiv 2203.10489), section 3:
+
+        W = G(A),    y_c(p) = Σ_{u ∈ Δ_k} W_{c,u}(p) · x_c(p + u)
+
+    A ∈ R^{m×R×R} are learned affinity maps (m = `num_affinity_maps`, R = `resolution`), independent of the
+    input; the weight-generating block G (3×3 conv → ReLU → 3×3 conv, `hidden` wide) turns them into a k×k
+    depthwise kernel per channel and position. The paper works at one fixed resolution; here A is resized
+    bilinearly to the input's H×W first, so the layer runs at any size (and equals the paper's at H = W = R).
+    G's training-time over-parameterization is left out."""
+
+    def __init__(self, dim: int, *, kernel_size: int = 3, num_affinity_maps: int = 4, resolution: int = 14,
+                 hidden: int = 16, **base) -> None:
+        super().__init__(dim, **base)
+        self.kernel_size = odd_kernel(self, "kernel_size", kernel_size)
+        self.num_affinity_maps = self._positive_int("num_affinity_maps", num_affinity_maps)
+        self.resolution = self._positive_int("resolution", resolution)
+        self.hidden = self._positive_int("hidden", hidden)
+        self.affinity = nn.Parameter(torch.randn(1, num_affinity_maps, resolution, resolution))
+        self.generator = nn.Sequential(nn.Conv2d(num_affinity_maps, hidden, 3, padding=1), nn.ReLU(),
+                                       nn.Conv2d(hidden, dim * kernel_size ** 2, 3, padding=1))
+
+    def kernels(self, size: tuple[int, int]) -> Tensor:
+        """(1, D, K², H, W): the kernel at every position of an H×W input."""
+        affinity = self.affinity
+        if tuple(affinity.shape[-2:]) != tuple(size):
+            affinity = F.interpolate(affinity, size=size, mode="bilinear", align_corners=False)
+        return self.generator(affinity).view(1, self.dim, self.kernel_size ** 2, *size)
+
+    def _mix(self, x: Tensor) -> Tensor:
+        return _per_position_depthwise(x, self.kernels(tuple(x.shape[2:])).to(x.dtype), self.kernel_size, self.impl)
