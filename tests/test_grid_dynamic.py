@@ -61,7 +61,7 @@ def test_tvconv_kernels_vary_with_position_not_with_the_input():
     x = torch.randn(2, 4, 6, 6, dtype=torch.float64)
     kernels = mixer.kernels((6, 6))
     assert not torch.allclose(kernels[..., 0, 0], kernels[..., 3, 3])
-    # with a constant kernel map it reduces to a depthwise conv: check the per-position sum against conv
+    # each output is its own position's 3×3 kernel applied to its neighbourhood (zero padding)
     expected = sum(kernels[:, :, t] * torch.nn.functional.pad(x, (1,) * 4)[..., t // 3:t // 3 + 6, t % 3:t % 3 + 6]
                    for t in range(9))
     torch.testing.assert_close(mixer(x), expected)
