@@ -66,3 +66,13 @@ def test_tvconv_kernels_vary_with_position_not_with_the_input():
                    for t in range(9))
     torch.testing.assert_close(mixer(x), expected)
     assert mixer(torch.randn(1, 4, 5, 9, dtype=torch.float64)).shape == (1, 4, 5, 9)  # any size: A resized
+
+
+def test_lsnet_groups_share_their_position_kernels():
+    mixer = tokenmix.create("lsnet_ls_conv", 8, group_channels=4, impl="unfold").double()
+    x = torch.zeros(1, 8, 5, 6, dtype=torch.float64)
+    x[:, :, 2, 3] = 1.0  # one impulse per channel: each output reads its group's kernel taps around (2, 3)
+    # channels of one group see the same kernels; the output depends on the kernels, which depend on x
+    y = mixer(x)
+    torch.testing.assert_close(y[:, 0], y[:, 3])
+    torch.testing.assert_close(y[:, 4], y[:, 7])

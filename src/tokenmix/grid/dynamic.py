@@ -280,3 +280,50 @@ class TranslationVariantConvolution(GridMixer):
 
     def _mix(self, x: Tensor) -> Tensor:
         return _per_position_depthwise(x, self.kernels(tuple(x.shape[2:])).to(x.dtype), self.kernel_size, self.impl)
+
+
+@register(
+    name="lsnet_ls_conv",
+    family="dynamic",
+    layout="grid",
+    paper="LSNet: See Large, Focus Small",
+    arxiv="2503.23135",
+    impls=("reference", "unfold"),
+    causal="never",
+    state="none",
+    time_complexity="N (D^2 + D k_L^2 + D k_S^2)",
+    memory_complexity="N D k_S^2",
+    spatial_dims=(2,),
+    summary="LSNet LS convolution: large-kernel depthwise perception generates small dynamic kernels for aggregation.",
+)
+class LargeSmallConvolution(GridMixer):
+    """LS (large-small) convolution of LSNet (Wang et al., arXiv 2503.23135), section 3.2:
+
+        w = P_2(DW_{k_L×k_L}(ReLU(P_1(x))))                  (large-kernel perception, LKP)
+        y_c(p) = Σ_{u ∈ Δ_{k_S}} w_{g(c), u}(p) · x_c(p + u)    (small-kernel aggregation, SKA)
+
+    P_1: C → C/2 and P_2: C/2 → G·k_S² are 1×1 convs, DW a depthwise k_L×k_L conv (k_L = `large_kernel_size`, 7);
+    the channels form G = C / `group_channels` groups of consecutive channels, each sharing the k_S×k_S kernel
+    (k_S = `small_kernel_size`, 3) generated at its position. The paper's BatchNorms are left to the backbone.
+    `reference` sums over the small window; `unfold` gathers it."""
+
+    def __init__(self, dim: int, *, large_kernel_size: int = 7, small_kernel_size: int = 3, group_channels: int = 8,
+                 **base) -> None:
+        super().__init__(dim, **base)
+        self.large_kernel_size = odd_kernel(self, "large_kernel_size", large_kernel_size)
+        self.small_kernel_size = odd_kernel(self, "small_kernel_size", small_kernel_size)
+        self.group_channels = self._positive_int("group_channels", group_channels)
+        if dim % group_channels:
+            raise self._fail(f"dim {dim} must be divisible by group_channels {group_channels}")
+        self.groups = dim // group_channels
+        hidden = max(1, dim // 2)
+        self.reduce = nn.Conv2d(dim, hidden, 1)
+        self.perceive = nn.Conv2d(hidden, hidden, large_kernel_size, padding=large_kernel_size // 2, groups=hidden)
+        self.generate = nn.Conv2d(hidden, self.groups * small_kernel_size ** 2, 1)
+
+    def _mix(self, x: Tensor) -> Tensor:
+        b, c, h, w = x.shape
+        k = self.small_kernel_size
+        weights = self.generate(self.perceive(F.relu(self.reduce(x)))).view(b, self.groups, 1, k * k, h, w)
+        kernels = weights.expand(-1, -1, self.group_channels, -1, -1, -1).reshape(b, c, k * k, h, w)
+        return _per_position_depthwise(x, kernels, k, self.impl)
