@@ -15,11 +15,11 @@ TINY_TASK = {"vocab_size": 16, "sequence_length": 16, "num_kv_pairs": (2, 3), "n
              "num_test_examples": 30}
 
 
-def tiny_config(mixer: str = "attention", steps: int = 12, seed: int = 0) -> RunConfig:
+def tiny_config(mixer: str = "attention", steps: int = 24, seed: int = 0) -> RunConfig:
     return RunConfig(task="mqar", mixer=mixer, task_params=dict(TINY_TASK), mixer_options={"num_heads": 2},
                      model=ModelSettings(dim=16, depth=1, mlp_ratio=2.0),
                      training=TrainingSettings(steps=steps, batch_size=16, warmup_steps=4, learning_rate=3e-3,
-                                               seed=seed, eval_batch_size=16))
+                                               seed=seed, eval_batch_size=16, eval_every=0))
 
 
 @pytest.fixture
@@ -31,14 +31,15 @@ def test_a_run_is_recorded_with_its_metrics_and_environment(store):
     outcome = train(tiny_config(), store, progress=False)
     assert not outcome.skipped
     metrics = outcome.metrics
-    # 64 examples in batches of 16: an evaluation after every 4 steps (an epoch), the last one after step 12
-    assert [entry["step"] for entry in metrics["history"]] == [4, 8, 12]
+    # 64 examples in batches of 16: an evaluation after every 4 steps (an epoch), the last one after step 24
+    assert [entry["step"] for entry in metrics["history"]] == [4, 8, 12, 16, 20, 24]
     assert metrics["accuracy"] == metrics["history"][-1]["accuracy"]
     assert 0.0 <= metrics["accuracy"] <= metrics["token_accuracy"] <= 1.0
     assert set(metrics["accuracy_by_num_kv_pairs"]) == {"2", "3"} and metrics["num_examples"] == 30
     assert metrics["train_loss"] < math.log(16)  # better than a uniform guess over the vocabulary
-    # embedding 16x16 + 1 block (2 norms, attention 4·16·16, MLP 16·32+32+32·16+16) + final norm + head 16·16+16
-    assert metrics["parameters"] == 256 + (16 + 1024 + 16 + 1072) + 16 + 272
+    # embedding 16·16 + positions 16·16 + 1 block (2 norms, attention 4·16·16, MLP 16·32+32+32·16+16)
+    # + final norm + head 16·16+16
+    assert metrics["parameters"] == 256 + 256 + (16 + 1024 + 16 + 1072) + 16 + 272
     row = store.get(outcome.run_id)
     assert row["status"] == "finished" and row["metrics"] == metrics
     assert row["config"]["task_params"]["power_a"] == 0.01  # defaults are part of the stored config

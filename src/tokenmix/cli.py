@@ -121,7 +121,7 @@ def train(
     steps: Optional[int] = typer.Option(None, help="Optimizer steps."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate."),
     batch_size: Optional[int] = typer.Option(None, help="Examples per step."),
-    warmup_steps: Optional[int] = typer.Option(None, help="Steps of linear warm-up (default 100, or steps/10 "
+    warmup_steps: Optional[int] = typer.Option(None, help="Steps of linear warm-up (default 50, or steps/10 "
                                                           "when that is more than the steps)."),
     weight_decay: Optional[float] = typer.Option(None, help="AdamW weight decay (matrices only)."),
     seed: Optional[int] = typer.Option(None, help="Seed of the model initialization and the data order."),

@@ -22,7 +22,7 @@ def mixers_markdown() -> str:
         "|---|---|---|---|---|---|---|",
     ]
     lines += [f"| [{spec.name}](#{spec.name.replace('_', '-')}) | {spec.family} | {spec.layout} | {spec.causal} "
-              f"| {spec.state} | {spec.time_complexity} | {arxiv_link(spec.arxiv)} |" for spec in specs]
+              f"| {spec.state} | {_cell(spec.time_complexity)} | {arxiv_link(spec.arxiv)} |" for spec in specs]
     for spec in specs:
         lines += ["", *_section(spec)]
     return "\n".join(lines) + "\n"
@@ -43,8 +43,13 @@ def _section(spec: MixerSpec) -> list[str]:
     ]
     if spec.resolution_invariant:
         fields.append(("resolution invariant", "yes"))
-    lines += ["| | |", "|---|---|"] + [f"| {key} | {value} |" for key, value in fields]
+    lines += ["| | |", "|---|---|"] + [f"| {key} | {_cell(value)} |" for key, value in fields]
     if spec.options:
         lines += ["", "| option | default |", "|---|---|"]
-        lines += [f"| `{option}` | `{value!r}` |" for option, value in spec.options.items()]
+        lines += [f"| `{option}` | `{_cell(repr(value))}` |" for option, value in spec.options.items()]
     return lines
+
+
+def _cell(text: str) -> str:
+    """Text safe inside a Markdown table cell."""
+    return text.replace("|", "\\|").replace("\n", " ")

@@ -23,7 +23,8 @@ class ModelSettings:
     dim: int = 64
     depth: int = 2
     mlp_ratio: float = 4.0
-    position_embedding: bool = False  # mixers bring their own notion of order (e.g. rotary attention)
+    # Learned absolute positions, shared by every mixer: MQAR needs to know where the context ends (see suites.py).
+    position_embedding: bool = True
 
     def __post_init__(self) -> None:
         _require_positive("model", dim=self.dim, depth=self.depth)
@@ -37,13 +38,13 @@ class TrainingSettings:
 
     steps: int = 1000
     batch_size: int = 64
-    learning_rate: float = 1e-3
+    learning_rate: float = 3e-3
     weight_decay: float = 0.1
-    warmup_steps: int = 100
+    warmup_steps: int = 50
     gradient_clip: float = 1.0
     seed: int = 0
     eval_batch_size: int = 250
-    eval_every: int = 0  # steps between evaluations of the test split; 0: at the end of every epoch
+    eval_every: int = 200  # steps between evaluations of the test split; 0: at the end of every epoch
 
     def __post_init__(self) -> None:
         _require_positive("training", steps=self.steps, batch_size=self.batch_size, learning_rate=self.learning_rate,

@@ -77,7 +77,8 @@ def train(config: RunConfig, store: ResultsStore | None = None, *, device: str =
           progress: bool | None = None, console: Console | None = None, label: str | None = None) -> RunOutcome:
     """Train `config`; with `store`, record it there (and return the stored metrics if it is already finished).
 
-    `progress=None` shows a progress bar only when the console is a terminal.
+    `progress=None` shows a progress bar when the console is a terminal and prints a line per evaluation when it
+    is not (a log then still shows that the run is alive); `progress=False` is silent.
     """
     config_dict = config.as_dict()  # validates the task name and parameters before anything is written
     key = run_id(config_dict)
@@ -95,7 +96,8 @@ def train(config: RunConfig, store: ResultsStore | None = None, *, device: str =
         metrics = _fit(model, task, settings, torch_device, progress, console or Console(), label or config.mixer)
     except BaseException as error:  # KeyboardInterrupt too: the row says why it stopped, and is re-run next time
         if store is not None:
-            store.fail(key, "interrupted" if isinstance(error, KeyboardInterrupt) else f"{type(error).__name__}: {error}")
+            reason = "interrupted" if isinstance(error, KeyboardInterrupt) else f"{type(error).__name__}: {error}"
+            store.fail(key, reason)
         raise
     if store is not None:
         store.finish(key, metrics)
@@ -112,6 +114,7 @@ def _fit(model: SequenceModel, task: Task, settings: TrainingSettings, device: t
     history: list[dict[str, Any]] = []
     smoothed_loss = float("nan")
     show = console.is_terminal if progress is None else progress
+    log_evaluations = progress is None and not show
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("loss {task.fields[loss]:.3f}  acc {task.fields[accuracy]}"),
                    TimeElapsedColumn(), TimeRemainingColumn(), console=console, disable=not show, transient=False)
@@ -144,6 +147,9 @@ def _fit(model: SequenceModel, task: Task, settings: TrainingSettings, device: t
                 history.append({"step": step + 1, "epoch": epoch + 1, "accuracy": scores["accuracy"],
                                 "token_accuracy": scores["token_accuracy"]})
                 bar.update(bar_task, accuracy=f"{scores['accuracy']:.3f}")
+                if log_evaluations:
+                    console.print(f"{label}: step {step + 1}/{settings.steps}, loss {smoothed_loss:.3f}, "
+                                  f"accuracy {100 * scores['accuracy']:.1f}%", highlight=False)
             bar.update(bar_task, advance=1, loss=smoothed_loss)
     train_seconds = time.perf_counter() - start_time
     return {**scores, "train_loss": smoothed_loss, "train_seconds": round(train_seconds, 3),

@@ -1,6 +1,7 @@
 """A small language-model backbone around any sequence mixer.
 
-tokens → embedding (+ learned positions) → depth × [x + mixer(RMSNorm(x)), x + MLP(RMSNorm(x))] → RMSNorm → head.
+tokens → embedding (+ learned positions) → depth × [x + mixer(RMSNorm(x)), x + MLP(RMSNorm(x))]
+       → RMSNorm → linear head.
 Every block builds its mixer with `tokenmix.create(mixer, dim, **mixer_options)`, so the backbone is the same for
 every mixer and a comparison changes only the mixer.
 """
@@ -86,6 +87,7 @@ class SequenceModel(nn.Module):
             raise MixerInputError(f"SequenceModel: expected integer token ids, got "
                                   f"{getattr(tokens, 'dtype', type(tokens).__name__)}")
         if tokens.ndim != 2:
-            raise MixerInputError(f"SequenceModel: expected token ids of shape (batch, length), got {tuple(tokens.shape)}")
+            raise MixerInputError(
+                f"SequenceModel: expected token ids of shape (batch, length), got {tuple(tokens.shape)}")
         if self.max_length is not None and tokens.shape[1] > self.max_length:
             raise MixerInputError(f"SequenceModel: length {tokens.shape[1]} exceeds max_length {self.max_length}")

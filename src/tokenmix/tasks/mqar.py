@@ -66,11 +66,11 @@ def _distinct_samples(num_examples: int, population: int, count: int, generator:
 class MQAR(Task):
     """Multi-query associative recall. Train and test examples are split evenly over the numbers of pairs."""
 
-    vocab_size: int = 128
+    vocab_size: int = 64
     sequence_length: int = 64
     num_kv_pairs: tuple[int, ...] = (4, 8)
     test_num_kv_pairs: tuple[int, ...] | None = None  # None: the same as num_kv_pairs
-    num_train_examples: int = 10_000
+    num_train_examples: int = 64_000
     num_test_examples: int = 1_000
     power_a: float = 0.01
     seed: int = 0
@@ -100,7 +100,8 @@ class MQAR(Task):
 
     def setting(self) -> str:
         pairs = ",".join(map(str, self.num_kv_pairs))
-        test = "" if self.test_num_kv_pairs == self.num_kv_pairs else f" test kv={','.join(map(str, self.test_num_kv_pairs))}"
+        test_pairs = ",".join(map(str, self.test_num_kv_pairs))
+        test = "" if self.test_num_kv_pairs == self.num_kv_pairs else f" test kv={test_pairs}"
         return f"L={self.sequence_length} V={self.vocab_size} kv={pairs}{test} n={self.num_train_examples}"
 
     @property
