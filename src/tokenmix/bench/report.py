@@ -57,7 +57,7 @@ def _row(record: dict[str, Any]) -> LeaderboardRow:
         setting=_setting_label(config["task"], config["task_params"]),
         model=f"d={model['dim']} ×{model['depth']}",
         accuracy=metrics["accuracy"],
-        accuracy_by_group=" ".join(f"{group}:{100 * value:.0f}%" for group, value in
+        accuracy_by_group=" ".join(f"{group}:{100 * value:.1f}%" for group, value in
                                    sorted(by_group.items(), key=lambda item: int(item[0]))),
         token_accuracy=metrics.get("token_accuracy", float("nan")),
         train_seconds=metrics.get("train_seconds", float("nan")),
