@@ -53,6 +53,7 @@ def test_info_prints_the_spec():
     (["train", "-p", "num_kv_pair=4"], ("unknown parameter 'num_kv_pair'",)),
     (["train", "-o", "heads=2"], ("attention: unknown option 'heads'",)),
     (["train", "-p", "vocab_size"], ("--param must look like key=value",)),
+    (["train", "--task", "burgers"], ("input kind 'grid'", "kind 'tokens'")),
     (["train", "--steps", "0"], ("training: steps must be positive, got 0",)),
     (["bench", "--suite", "nosuch"], ("unknown suite 'nosuch'", "default")),
 ])

@@ -21,6 +21,7 @@ from torch import nn
 from tokenmix.bench.config import RunConfig, TrainingSettings
 from tokenmix.bench.environment import environment, resolve_device
 from tokenmix.bench.store import ResultsStore, run_id
+from tokenmix.errors import MixerInputError
 from tokenmix.models import SequenceModel
 from tokenmix.tasks import Split, Task, create_task
 
@@ -86,6 +87,9 @@ def train(config: RunConfig, store: ResultsStore | None = None, *, device: str =
         return RunOutcome(key, store.get(key)["metrics"], skipped=True)
 
     task = create_task(config.task, **config.task_params)
+    if task.input_kind != "tokens":  # the backbone here embeds token ids; other kinds have their own trainers
+        raise MixerInputError(f"task {config.task} has input kind {task.input_kind!r}; this trainer (a token "
+                              "sequence model) takes tasks of kind 'tokens'")
     settings = config.training
     torch_device = resolve_device(device)
     torch.manual_seed(settings.seed)
