@@ -121,3 +121,13 @@ def test_docs_regenerates_the_mixer_reference(tmp_path):
 def test_assignments_parse_json_lists_and_strings():
     assert parse_assignments(["a=4", "b=0.5", "c=4,8", "d=[1, 2]", "e=gelu", "f=true"], "--param") == {
         "a": 4, "b": 0.5, "c": [4, 8], "d": [1, 2], "e": "gelu", "f": True}
+
+
+def test_committed_mixer_reference_is_current():
+    # docs/mixers.md is generated from the registry; a mixer added without `tokenmix docs` fails here.
+    from pathlib import Path
+
+    from tokenmix.mixer_docs import mixers_markdown
+
+    committed = Path(__file__).resolve().parents[1] / "docs" / "mixers.md"
+    assert committed.read_text() == mixers_markdown()
