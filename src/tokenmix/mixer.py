@@ -13,7 +13,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from tokenmix.errors import MixerInputError
+from tokenmix.errors import MixerInputError, unknown_name
 from tokenmix.registry import MixerSpec
 
 State = dict[str, Tensor]
@@ -30,8 +30,7 @@ class Mixer(nn.Module):
         if isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0:
             raise MixerInputError(f"{name}: dim must be a positive integer, got {dim!r}")
         if impl != "auto" and impl not in self.spec.impls:
-            valid = ", ".join(("auto", *self.spec.impls))
-            raise MixerInputError(f"{name}: unknown impl {impl!r}; valid: {valid}")
+            raise unknown_name("impl", impl, ("auto", *self.spec.impls), owner=name)
         if causal is None:
             causal = self.spec.causal != "never"
         if causal and self.spec.causal == "never":

@@ -124,7 +124,4 @@ def create(name: str, dim: int, **options: Any):
     for option in options:
         if option not in valid:
             raise unknown_name("option", option, valid, owner=name)
-    impl = options.get("impl", "auto")
-    if impl != "auto" and impl not in cls.spec.impls:
-        raise unknown_name("impl", impl, ("auto", *cls.spec.impls), owner=name)
-    return cls(dim, **options)
+    return cls(dim, **options)  # the constructor checks dim, impl and causal against the spec

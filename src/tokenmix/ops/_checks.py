@@ -15,7 +15,7 @@ def check_impl(op: str, impl: str, valid: Iterable[str]) -> None:
         raise unknown_name("impl", impl, valid, owner=op)
 
 
-def check_heads(op: str, **tensors: Tensor) -> None:
+def check_head_tensors(op: str, **tensors: Tensor) -> None:
     """All tensors are floating `(B, H, L, *)` with one batch size and head count."""
     first_name, first = next(iter(tensors.items()))
     for name, t in tensors.items():

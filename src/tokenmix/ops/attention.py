@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from tokenmix.errors import MixerInputError
-from tokenmix.ops._checks import check_heads, check_impl, compute_dtype
+from tokenmix.ops._checks import check_head_tensors, check_impl, compute_dtype
 
 IMPLS = ("reference", "sdpa")
 
@@ -24,7 +24,7 @@ def softmax_attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool = True, s
                       impl: str = "auto") -> Tensor:
     """Softmax attention over `(B, H, L, K)` queries/keys and `(B, H, L_k, V)` values; returns `(B, H, L_q, V)`."""
     check_impl("softmax_attention", impl, ("auto", *IMPLS))
-    check_heads("softmax_attention", q=q, k=k, v=v)
+    check_head_tensors("softmax_attention", q=q, k=k, v=v)
     if q.shape[-1] != k.shape[-1] or k.shape[2] != v.shape[2]:
         raise MixerInputError(f"softmax_attention: q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)} "
                               "do not agree (q and k share the last dim, k and v the length)")

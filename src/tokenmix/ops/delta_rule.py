@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from tokenmix.errors import MixerInputError
-from tokenmix.ops._checks import check_heads, check_impl, compute_dtype
+from tokenmix.ops._checks import check_head_tensors, check_impl, compute_dtype
 
 IMPLS = ("reference", "recurrent", "chunk")
 
@@ -59,7 +59,7 @@ def delta_rule(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, log_decay: Tensor 
     """
     op = "delta_rule"
     check_impl(op, impl, ("auto", *IMPLS))
-    check_heads(op, q=q, k=k, v=v)
+    check_head_tensors(op, q=q, k=k, v=v)
     batch, heads, length, key_dim = q.shape
     if k.shape != q.shape or v.shape[2] != length:
         raise MixerInputError(f"{op}: q {tuple(q.shape)}, k {tuple(k.shape)} and v {tuple(v.shape)} do not agree")

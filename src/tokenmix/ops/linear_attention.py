@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from tokenmix.errors import MixerInputError
-from tokenmix.ops._checks import check_heads, check_impl, compute_dtype
+from tokenmix.ops._checks import check_head_tensors, check_impl, compute_dtype
 
 IMPLS = ("reference", "recurrent", "chunk", "scan")
 SUB_CHUNK = 16
@@ -63,7 +63,7 @@ def linear_attention(q: Tensor, k: Tensor, v: Tensor, log_decay: Tensor | float 
     """
     op = "linear_attention"
     check_impl(op, impl, ("auto", *IMPLS))
-    check_heads(op, q=q, k=k, v=v)
+    check_head_tensors(op, q=q, k=k, v=v)
     batch, heads, length, key_dim = q.shape
     if k.shape != q.shape or v.shape[2] != length:
         raise MixerInputError(f"{op}: q {tuple(q.shape)}, k {tuple(k.shape)} and v {tuple(v.shape)} do not agree")

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from tokenmix.errors import MixerInputError
-from tokenmix.ops._checks import check_heads, check_impl, compute_dtype
+from tokenmix.ops._checks import check_head_tensors, check_impl, compute_dtype
 
 IMPLS = ("reference", "recurrent", "chunk")
 
@@ -52,7 +52,7 @@ def log_linear_attention(q: Tensor, k: Tensor, v: Tensor, level_weights: Tensor,
     `(B, H, num_levels, K, V)` in the compute dtype."""
     op = "log_linear_attention"
     check_impl(op, impl, ("auto", *IMPLS))
-    check_heads(op, q=q, k=k, v=v, level_weights=level_weights)
+    check_head_tensors(op, q=q, k=k, v=v, level_weights=level_weights)
     batch, heads, length, key_dim = q.shape
     if k.shape != q.shape or v.shape[2] != length or level_weights.shape[2] != length:
         raise MixerInputError(f"{op}: q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)} and "
