@@ -11,5 +11,3 @@ from tokenmix.grid import deformable  # noqa: F401
 from tokenmix.grid import continuous_kernel  # noqa: F401
 from tokenmix.grid import linear_attention  # noqa: F401
 from tokenmix.grid import global_attention  # noqa: F401
-from tokenmix.grid import spectral  # noqa: F401
-from tokenmix.grid import spectral_mlp  # noqa: F401
