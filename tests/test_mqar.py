@@ -125,3 +125,112 @@ def test_metrics_count_an_example_only_when_every_answer_is_right():
     assert metrics["accuracy_by_num_kv_pairs"] == {"2": 1.0, "4": 0.0}
     expected_loss = torch.nn.functional.cross_entropy(logits[targets != IGNORE_INDEX], targets[targets != IGNORE_INDEX])
     assert torch.allclose(task.loss(logits, targets), expected_loss)
+
+
+# --- the Zoology grid: mqar_grid -----------------------------------------------------------------------------------
+GRID = {"vocab_size": 32, "train_settings": ((16, 2), (32, 4)), "test_settings": ((16, 2), (32, 4), (32, 7), (48, 8)),
+        "num_train_examples": 40, "num_test_examples": 40, "seed": 1}
+
+
+def test_the_default_mqar_cache_key_is_unchanged():
+    # The default suite's cached data depend on this hash of the `mqar` parameters (format 2): adding mqar_grid
+    # and the shared cache helpers must not move it. The digest is the one the previous release wrote.
+    assert create_task("mqar").cache_path.name == "08138404a656bc753473.safetensors"
+
+
+def test_grid_defaults_are_zoologys_grid_plus_extrapolation():
+    task = create_task("mqar_grid")
+    assert task.train_settings == ((64, 4), (128, 8), (256, 16), (512, 64))
+    assert task.test_settings == ((64, 4), (128, 8), (256, 16), (512, 64), (512, 128), (1024, 128))
+    assert task.sequence_length == 1024  # the longest length of either split: what a position table must cover
+
+
+@pytest.mark.parametrize("split_name, settings, padded_length", [
+    ("train", [(16, 2), (32, 4)], 32),
+    ("test", [(16, 2), (32, 4), (32, 7), (48, 8)], 48),
+])
+def test_grid_examples_are_mqar_at_their_own_length_right_padded(split_name, settings, padded_length):
+    task = create_task("mqar_grid", **GRID)
+    split = task.split(split_name)
+    assert split.inputs.shape == split.targets.shape == (40, padded_length)
+    assert task.split_length(split_name) == padded_length
+    # groups = length·1000 + pairs, every setting evenly represented
+    counts = {group: int((split.groups == group).sum()) for group in torch.unique(split.groups).tolist()}
+    assert counts == {1000 * length + pairs: 40 // len(settings) for length, pairs in settings}
+    for inputs, targets, group in zip(split.inputs.tolist(), split.targets.tolist(), split.groups.tolist()):
+        length, pairs = divmod(group, 1000)
+        # the padding: token 0, never scored
+        assert inputs[length:] == [0] * (padded_length - length)
+        assert targets[length:] == [IGNORE_INDEX] * (padded_length - length)
+        # the example itself: Zoology's layout, answers recomputed from the context
+        context = 2 * pairs
+        keys, values = inputs[0:context:2], inputs[1:context:2]
+        assert all(1 <= key < 16 for key in keys) and len(set(keys)) == pairs
+        assert all(16 <= value < 32 for value in values) and len(set(values)) == pairs
+        answers = [position for position, target in enumerate(targets) if target != IGNORE_INDEX]
+        assert len(answers) == pairs and all(context <= p < length and (p - context) % 2 == 0 for p in answers)
+        assert sorted(inputs[p] for p in answers) == sorted(keys)
+        value_of = dict(zip(keys, values))
+        assert [targets[p] for p in answers] == [value_of[inputs[p]] for p in answers]
+
+
+def test_grid_is_seeded_and_cached(monkeypatch, tmp_path):
+    task = create_task("mqar_grid", **GRID)
+    first = task.split("test")
+    assert task.cache_path.exists() and task.cache_path.parent.name == "mqar_grid"
+    monkeypatch.setattr(mqar_module.MQARGrid, "generate", lambda self: pytest.fail("should read the cache"))
+    mqar_module._load_or_generate.cache_clear()
+    cached = create_task("mqar_grid", **GRID).split("test")
+    assert all(torch.equal(a, b) for a, b in zip((first.inputs, first.targets, first.groups),
+                                                 (cached.inputs, cached.targets, cached.groups)))
+    monkeypatch.undo()
+    monkeypatch.setenv("TOKENMIX_CACHE", str(tmp_path / "fresh"))  # generated again from the seed alone
+    again = create_task("mqar_grid", **GRID).split("test")
+    assert torch.equal(first.inputs, again.inputs) and torch.equal(first.targets, again.targets)
+    other = create_task("mqar_grid", **{**GRID, "seed": 2})
+    assert other.cache_path != task.cache_path and not torch.equal(other.split("test").inputs, first.inputs)
+
+
+def test_grid_settings_from_json_lists_and_one_flat_pair():
+    as_lists = {**GRID, "train_settings": [[16, 2], [32, 4]], "test_settings": None}
+    task = create_task("mqar_grid", **as_lists)
+    assert task.train_settings == task.test_settings == ((16, 2), (32, 4))
+    assert create_task("mqar_grid", **{**GRID, "train_settings": [16, 2]}).train_settings == ((16, 2),)
+    assert task.describe_group(32004) == "L=32 kv=4"
+    assert "16x2,32x4" in task.setting()
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"train_settings": [[16, 5]]}, r"setting \(16, 5\) needs 1 <= 4 \* pairs <= length"),
+    ({"test_settings": [[64, 16]]}, "needs 16 distinct keys, the lower half of vocab_size=32 has 15"),
+    ({"train_settings": [[16, 2], [16, 2]]}, "lists a setting twice"),
+    ({"train_settings": [[16, 2, 1]]}, r"must be a pair of integers \(length, pairs\)"),
+    ({"train_settings": []}, "non-empty list"),
+    ({"vocab_size": 100_000, "test_settings": [[4096, 1000]]}, "pairs must be below 1000"),
+    ({"num_test_examples": 3}, "at least one train and one test example per setting"),
+    ({"power_a": 2.0}, "power_a"),
+])
+def test_grid_bad_parameters_raise_mixer_input_error(params, message):
+    with pytest.raises(MixerInputError, match=message):
+        create_task("mqar_grid", **{**GRID, **params})
+
+
+def test_grid_trains_and_reports_accuracy_per_setting():
+    from tokenmix.bench import ModelSettings, RunConfig, TrainingSettings
+    from tokenmix.bench.train import train
+
+    params = {"vocab_size": 16, "train_settings": [[8, 1], [16, 2]], "test_settings": [[8, 1], [16, 2], [24, 3]],
+              "num_train_examples": 256, "num_test_examples": 30}
+
+    def run(steps: int) -> dict:
+        config = RunConfig(task="mqar_grid", mixer="attention", task_params=params, mixer_options={"num_heads": 2},
+                           model=ModelSettings(dim=16, depth=1, mlp_ratio=2.0),
+                           training=TrainingSettings(steps=steps, batch_size=16, warmup_steps=2, learning_rate=1e-2,
+                                                     eval_batch_size=64, eval_every=0))
+        return train(config, progress=False).metrics
+
+    first_loss = run(1)["train_loss"]  # the loss of the first batch, before any update
+    metrics = run(20)
+    assert metrics["train_loss"] < 0.9 * first_loss  # smoothed over the 20 steps, so the fall is understated
+    assert set(metrics["accuracy_by_setting"]) == {"8001", "16002", "24003"}  # the extrapolation setting too
+    assert metrics["num_examples"] == 30

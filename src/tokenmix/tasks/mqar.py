@@ -8,26 +8,23 @@ at positions `context + 2 g` where the gaps `g` are drawn without replacement fr
 `p(g) ∝ (g + 1) ** (power_a - 1)` (short gaps are likelier, as in natural text). The target at a query position
 is the value that followed that key in the context; every other target is ignored (-100). Other positions hold
 random tokens from the whole vocabulary, so the model cannot tell a query by the token alone.
+
+Two registered tasks: `mqar` (one sequence length, a mix of numbers of pairs) and `mqar_grid` (Zoology's grid of
+(sequence length, pairs) settings: training on a mix, evaluation per setting, extrapolation settings included).
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from tokenmix.errors import MixerInputError
-from tokenmix.paths import cache_dir
 from tokenmix.tasks import register_task
 from tokenmix.tasks.base import IGNORE_INDEX, Split, SplitName, Task
+from tokenmix.tasks.token_storage import cache_file, load_or_generate, pad_right, seed_for, split_counts
 
 FORMAT_VERSION = 2  # bump when the generator or the file layout changes, so older cached files are not reused
 
@@ -107,9 +104,7 @@ class MQAR(Task):
     @property
     def cache_path(self) -> Path:
         """The file holding both splits, named by a hash of every parameter that shapes the data."""
-        description = json.dumps({"format": FORMAT_VERSION, **self.params()}, sort_keys=True)
-        digest = hashlib.sha256(description.encode()).hexdigest()[:20]
-        return cache_dir() / "tasks" / "mqar" / f"{digest}.safetensors"
+        return cache_file("mqar", FORMAT_VERSION, self.params())
 
     def split(self, name: SplitName) -> Split:
         if name not in ("train", "test"):
@@ -143,26 +138,146 @@ def _as_tuple(value: int | tuple[int, ...] | list[int]) -> tuple[int, ...]:
 
 def _seed_for(seed: int, split: str, pairs: int) -> int:
     # A stable hash, so train and test (and each number of pairs) get independent streams from one seed.
-    digest = hashlib.sha256(f"mqar/{seed}/{split}/{pairs}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+    return seed_for("mqar", seed, split, pairs)
 
 
-@functools.lru_cache(maxsize=4)
-def _load_or_generate(task: MQAR, path: Path) -> dict[str, Tensor]:
-    # `path` is part of the memo key, so pointing TOKENMIX_CACHE elsewhere reads (or writes) that folder.
-    if path.exists():
-        return {name: tensor.long() for name, tensor in load_file(path).items()}
-    tensors = task.generate()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Token ids and -100 fit in int16 for any vocabulary below 32768: a quarter of the disk of int64.
-    storage = torch.int16 if task.vocab_size <= torch.iinfo(torch.int16).max else torch.int32
-    # Write to a temporary file and rename, so a reader never sees a half-written cache file.
-    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(handle)
-    try:
-        save_file({name: tensor.to(storage) for name, tensor in tensors.items()}, temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-    return tensors
+_load_or_generate = load_or_generate  # the memoized reader/writer of the cache file (tests clear its memo)
+
+
+Setting = tuple[int, int]  # (sequence length, number of key-value pairs)
+GROUP_STRIDE = 1000  # group label of a setting: length · 1000 + pairs, e.g. 256016 for (256, 16)
+ZOOLOGY_GRID: tuple[Setting, ...] = ((64, 4), (128, 8), (256, 16), (512, 64))
+
+
+@register_task("mqar_grid")
+@dataclass(frozen=True)
+class MQARGrid(Task):
+    """MQAR over a grid of (sequence length, number of key-value pairs) settings, as in the Zoology paper
+    (arXiv:2312.04927): train on a mix of `train_settings`, evaluate each of `test_settings` separately.
+
+    The default trains on Zoology's grid (64, 4), (128, 8), (256, 16), (512, 64) and tests on it plus two
+    extrapolations beyond training: more pairs at a trained length, (512, 128), and a longer sequence with more
+    pairs, (1024, 128). Every example is generated exactly as by the `mqar` task at its own length (the same
+    `generate_mqar`), then **right-padded** to the longest length of its split: padded inputs are `PAD_TOKEN`
+    (0), padded targets are ignored. A causal mixer's outputs at real positions therefore never see the padding;
+    a non-causal one sees a trailing run of zeros, which reveals the example's length (known from its setting
+    anyway) and nothing about the answers. The train split is padded to the longest *train* length only, so
+    extrapolation settings cost nothing during training.
+
+    `groups` label each example's setting as `length · 1000 + pairs` (256016 is (256, 16); `describe_group`
+    spells it out), so `accuracy_by_setting` gives the accuracy per setting. `sequence_length` is the longest
+    length of either split: the size a learned position table needs (positions past the longest *train* length
+    are never trained, so with learned absolute positions length extrapolation is expected to fail; train with
+    `--no-position-embedding` to measure a mixer's own extrapolation). Zoology uses a vocabulary of 8192; the
+    default 512 keeps the output layer small on a CPU and leaves room for 128 pairs (keys come from the lower
+    half of the vocabulary).
+    """
+
+    vocab_size: int = 512
+    train_settings: tuple[Setting, ...] = ZOOLOGY_GRID
+    test_settings: tuple[Setting, ...] | None = (*ZOOLOGY_GRID, (512, 128), (1024, 128))  # None: train_settings
+    num_train_examples: int = 40_000  # spread evenly over the train settings
+    num_test_examples: int = 3_000  # spread evenly over the test settings
+    power_a: float = 0.01
+    seed: int = 0
+
+    group_name = "setting"
+    loss_name = "cross-entropy at query positions"
+    metric_name = "accuracy: an example counts when every query is answered right (per setting: length·1000+pairs)"
+
+    def __post_init__(self) -> None:
+        train = _as_settings(self.train_settings, "train_settings")
+        test = train if self.test_settings is None else _as_settings(self.test_settings, "test_settings")
+        object.__setattr__(self, "train_settings", train)
+        object.__setattr__(self, "test_settings", test)
+        if isinstance(self.vocab_size, bool) or not isinstance(self.vocab_size, int) or self.vocab_size < 4:
+            raise MixerInputError(f"mqar_grid: vocab_size must be an integer of at least 4, got {self.vocab_size!r}")
+        for length, pairs in (*train, *test):
+            if pairs < 1 or 4 * pairs > length:
+                raise MixerInputError(f"mqar_grid: setting ({length}, {pairs}) needs 1 <= 4 * pairs <= length")
+            if pairs >= GROUP_STRIDE:
+                raise MixerInputError(f"mqar_grid: setting ({length}, {pairs}): pairs must be below {GROUP_STRIDE} "
+                                      "(the group label is length · 1000 + pairs)")
+            if pairs > self.vocab_size // 2 - 1:
+                raise MixerInputError(f"mqar_grid: setting ({length}, {pairs}) needs {pairs} distinct keys, the "
+                                      f"lower half of vocab_size={self.vocab_size} has {self.vocab_size // 2 - 1}")
+        if self.num_train_examples < len(train) or self.num_test_examples < len(test):
+            raise MixerInputError("mqar_grid: need at least one train and one test example per setting")
+        if not 0 < self.power_a <= 1:
+            raise MixerInputError(f"mqar_grid: power_a must be in (0, 1], got {self.power_a}")
+
+    @property
+    def sequence_length(self) -> int:  # type: ignore[override]
+        """The longest length of either split (every split's examples are padded to its own longest)."""
+        return max(length for length, _ in (*self.train_settings, *self.test_settings))
+
+    def split_length(self, name: SplitName) -> int:
+        """The padded length of split `name`."""
+        return max(length for length, _ in self._settings(name))
+
+    def setting(self) -> str:
+        train = ",".join(f"{length}x{pairs}" for length, pairs in self.train_settings)
+        test = ",".join(f"{length}x{pairs}" for length, pairs in self.test_settings)
+        tested = "" if self.test_settings == self.train_settings else f" test L×kv={test}"
+        return f"V={self.vocab_size} L×kv={train}{tested} n={self.num_train_examples}"
+
+    @staticmethod
+    def group_of(length: int, pairs: int) -> int:
+        return length * GROUP_STRIDE + pairs
+
+    @staticmethod
+    def describe_group(group: int | str) -> str:
+        """`256016` → `"L=256 kv=16"`."""
+        length, pairs = divmod(int(group), GROUP_STRIDE)
+        return f"L={length} kv={pairs}"
+
+    @property
+    def cache_path(self) -> Path:
+        return cache_file("mqar_grid", FORMAT_VERSION, self.params())
+
+    def split(self, name: SplitName) -> Split:
+        if name not in ("train", "test"):
+            raise MixerInputError(f"mqar_grid: unknown split {name!r}; valid: test, train")
+        tensors = load_or_generate(self, self.cache_path)
+        return Split(tensors[f"{name}_inputs"], tensors[f"{name}_targets"], tensors[f"{name}_groups"])
+
+    def generate(self) -> dict[str, Tensor]:
+        """Both splits, freshly generated (no cache)."""
+        tensors: dict[str, Tensor] = {}
+        for split, total in (("train", self.num_train_examples), ("test", self.num_test_examples)):
+            settings = self._settings(split)  # type: ignore[arg-type]
+            longest = self.split_length(split)  # type: ignore[arg-type]
+            inputs, targets, groups = [], [], []
+            for (length, pairs), count in zip(settings, split_counts(total, len(settings))):
+                generator = torch.Generator().manual_seed(seed_for("mqar_grid", self.seed, split, length, pairs))
+                setting_inputs, setting_targets = generate_mqar(count, length, self.vocab_size, pairs,
+                                                                self.power_a, generator)
+                setting_inputs, setting_targets = pad_right(setting_inputs, setting_targets, longest)
+                inputs.append(setting_inputs)
+                targets.append(setting_targets)
+                groups.append(torch.full((count,), self.group_of(length, pairs), dtype=torch.int64))
+            tensors[f"{split}_inputs"] = torch.cat(inputs)
+            tensors[f"{split}_targets"] = torch.cat(targets)
+            tensors[f"{split}_groups"] = torch.cat(groups)
+        return tensors
+
+    def _settings(self, name: SplitName) -> tuple[Setting, ...]:
+        return self.train_settings if name == "train" else self.test_settings  # type: ignore[return-value]
+
+
+def _as_settings(value: object, field: str) -> tuple[Setting, ...]:
+    """Settings from tuples, JSON lists (`[[64, 4], [128, 8]]`) or one flat pair (`[64, 4]`, `64,4` on the CLI)."""
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) for v in value):
+        value = [value]  # one setting given flat
+    if not isinstance(value, (list, tuple)) or not value:
+        raise MixerInputError(f"mqar_grid: {field} must be a non-empty list of (length, pairs), got {value!r}")
+    settings = []
+    for item in value:
+        if (not isinstance(item, (list, tuple)) or len(item) != 2
+                or not all(isinstance(v, int) and not isinstance(v, bool) for v in item)):
+            raise MixerInputError(f"mqar_grid: each entry of {field} must be a pair of integers (length, pairs), "
+                                  f"got {item!r}")
+        settings.append((int(item[0]), int(item[1])))
+    if len(set(settings)) != len(settings):
+        raise MixerInputError(f"mqar_grid: {field} lists a setting twice: {settings}")
+    return tuple(settings)
