@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tokenmix.errors import MixerInputError
+from tokenmix.ops.conv import dilate_kernel
 
 
 def dense_kernel(weight: Tensor, groups: int = 1, dilation: int = 1) -> Tensor:
@@ -51,11 +52,7 @@ def dense_kernel(weight: Tensor, groups: int = 1, dilation: int = 1) -> Tensor:
     for g in range(groups):
         rows = slice(g * per_group_out, (g + 1) * per_group_out)
         dense[rows, g * c_per_group:(g + 1) * c_per_group] = weight[rows]
-    if dilation > 1:
-        spread = dense.new_zeros(*dense.shape[:2], *[dilation * (k - 1) + 1 for k in kernel])
-        spread[(slice(None), slice(None), *[slice(None, None, dilation)] * len(kernel))] = dense
-        dense = spread
-    return dense
+    return dilate_kernel(dense, dilation)
 
 
 def frequency_matrices(weight: Tensor, size: int | tuple[int, ...]) -> Tensor:
