@@ -126,3 +126,56 @@ def test_bad_options_raise():
         tokenmix.create("non_local", D, variant="concat")
     with pytest.raises(tokenmix.MixerInputError, match="divisible by num_heads"):
         tokenmix.create("crate_mssa", D, num_heads=3)
+
+
+@pytest.mark.parametrize("impl", ["reference", "sdpa"])
+def test_levit_bias_is_indexed_by_absolute_offsets(impl):
+    mixer = tokenmix.create("levit_attention", D, num_heads=2, resolution=4, impl=impl).double()
+    with torch.no_grad():
+        mixer.bias_table.copy_(torch.randn(2, 4, 4))
+    bias = mixer.position_bias(3, 4)
+    # query (row 2, column 0) = 8, key (row 0, column 3) = 3: |Δrow| = 2, |Δcolumn| = 3
+    torch.testing.assert_close(bias[:, 8, 3], mixer.bias_table[:, 2, 3])
+    torch.testing.assert_close(bias[:, 3, 8], mixer.bias_table[:, 2, 3])
+    x = torch.randn(1, D, 3, 4, dtype=torch.float64)
+    q, k, v = _linear(mixer.qkv, _tokens(x)).chunk(3, dim=1)
+    heads = []
+    for h, (qh, kh, vh) in enumerate(zip(q.tensor_split(2, 1), k.tensor_split(2, 1), v.tensor_split(2, 1))):
+        heads.append(torch.softmax(qh @ kh.T / 2.0 + bias[h], dim=-1) @ vh)  # √d = √4
+    want = _grid(_linear(mixer.out, torch.nn.functional.hardswish(torch.cat(heads, 1))), 3, 4)
+    torch.testing.assert_close(mixer(x), want)
+
+
+def test_levit_rejects_grids_beyond_its_resolution():
+    mixer = tokenmix.create("levit_attention", D, num_heads=2, resolution=4)
+    mixer(torch.randn(1, D, 4, 2))
+    with pytest.raises(tokenmix.MixerInputError, match="exceeds resolution 4"):
+        mixer(torch.randn(1, D, 5, 2))
+
+
+def test_gpsa_positional_heads_start_as_shifts():
+    # gates at σ → 1 and a strong locality: head h attends (almost) only to offset Δ_h, a shifted copy of v_h
+    mixer = tokenmix.create("convit_gpsa", D, num_heads=4, locality_strength=30.0, impl="sdpa").double()
+    with torch.no_grad():
+        mixer.gate.fill_(60.0)
+        mixer.value.weight.copy_(torch.eye(D).view(D, D, 1, 1))
+        mixer.out.weight.copy_(torch.eye(D).view(D, D, 1, 1))
+        mixer.out.bias.zero_()
+    x = torch.randn(1, D, 6, 6, dtype=torch.float64)
+    y = mixer(x)
+    for h, (dy, dx) in enumerate([(-1, -1), (-1, 0), (0, -1), (0, 0)]):
+        channels = slice(2 * h, 2 * h + 2)
+        shifted = x[:, channels, 1 + dy:5 + dy, 1 + dx:5 + dx]
+        torch.testing.assert_close(y[:, channels, 1:5, 1:5], shifted, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("impl", ["reference", "sdpa"])
+def test_gpsa_closed_gate_is_content_attention(impl):
+    mixer = tokenmix.create("convit_gpsa", D, num_heads=2, impl=impl).double()
+    with torch.no_grad():
+        mixer.gate.fill_(-80.0)  # σ(−80) ≈ 2e-35: the positional term vanishes below float64 resolution
+    x = torch.randn(1, D, 3, 5, dtype=torch.float64)
+    t = _tokens(x)
+    q, k = _linear(mixer.query_key, t).chunk(2, dim=1)
+    want = _grid(_linear(mixer.out, _multi_head(q, k, _linear(mixer.value, t), 2)), 3, 5)
+    torch.testing.assert_close(mixer(x), want)

@@ -11,3 +11,4 @@ from tokenmix.grid import deformable  # noqa: F401
 from tokenmix.grid import continuous_kernel  # noqa: F401
 from tokenmix.grid import linear_attention  # noqa: F401
 from tokenmix.grid import global_attention  # noqa: F401
+from tokenmix.grid import position_attention  # noqa: F401
