@@ -130,6 +130,7 @@ def train(
     mlp_ratio: Optional[float] = typer.Option(None, help="MLP width / model width (0: no MLP)."),
     position_embedding: Optional[bool] = typer.Option(None, "--position-embedding/--no-position-embedding",
                                                       help="Add learned absolute positions to the embedding."),
+    patch_size: Optional[int] = typer.Option(None, help="Image tasks: the stem's patch size."),
     db: Optional[Path] = typer.Option(None, help="Results database (default: $TOKENMIX_DB or the cache folder)."),
     device: str = typer.Option("auto", help="'auto' (CUDA when present), 'cpu', 'cuda', ..."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Show a progress bar."),
@@ -142,7 +143,8 @@ def train(
 
     training = {"steps": steps, "learning_rate": lr, "batch_size": batch_size, "warmup_steps": warmup_steps,
                 "weight_decay": weight_decay, "seed": seed}
-    model = {"dim": dim, "depth": depth, "mlp_ratio": mlp_ratio, "position_embedding": position_embedding}
+    model = {"dim": dim, "depth": depth, "mlp_ratio": mlp_ratio, "position_embedding": position_embedding,
+             "patch_size": patch_size}
     training_settings = TrainingSettings(**{key: value for key, value in training.items() if value is not None})
     if warmup_steps is None and training_settings.warmup_steps > training_settings.steps:
         training_settings = dataclasses.replace(training_settings, warmup_steps=training_settings.steps // 10)

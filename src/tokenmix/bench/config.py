@@ -25,9 +25,10 @@ class ModelSettings:
     mlp_ratio: float = 4.0
     # Learned absolute positions, shared by every mixer: MQAR needs to know where the context ends (see suites.py).
     position_embedding: bool = True
+    patch_size: int = 1  # image tasks: the stem's patch size (each patch is one position of the mixer)
 
     def __post_init__(self) -> None:
-        _require_positive("model", dim=self.dim, depth=self.depth)
+        _require_positive("model", dim=self.dim, depth=self.depth, patch_size=self.patch_size)
         if self.mlp_ratio < 0:
             raise MixerInputError(f"model: mlp_ratio must be >= 0, got {self.mlp_ratio}")
 

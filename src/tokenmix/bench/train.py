@@ -22,7 +22,7 @@ from tokenmix.bench.config import RunConfig, TrainingSettings
 from tokenmix.bench.environment import environment, resolve_device
 from tokenmix.bench.store import ResultsStore, run_id
 from tokenmix.errors import MixerInputError
-from tokenmix.models import SequenceModel
+from tokenmix.models import SequenceModel, VisionModel
 from tokenmix.tasks import Split, Task, create_task
 
 
@@ -35,12 +35,23 @@ class RunOutcome:
     skipped: bool = False
 
 
-def build_model(config: RunConfig, task: Task) -> SequenceModel:
+def build_model(config: RunConfig, task: Task) -> nn.Module:
+    """The backbone for the task's input: a `SequenceModel` for tokens and values (pooled over positions when the
+    task has one target per example), a one-stage `VisionModel` for images."""
     settings = config.model
+    if task.input_kind == "image":
+        return VisionModel(config.mixer, in_channels=task.input_channels, num_classes=task.num_classes,
+                           depths=(settings.depth,), dims=(settings.dim,), mixer_options=config.mixer_options,
+                           patch_size=settings.patch_size, mlp_ratio=settings.mlp_ratio)
+    if task.input_kind not in ("tokens", "values"):  # e.g. the PDE tasks ("grid"): bench/operator_train.py
+        raise MixerInputError(f"task {config.task} has input kind {task.input_kind!r}; `tokenmix train` takes tasks "
+                              "of kind 'tokens', 'values' or 'image'")
     return SequenceModel(
         vocab_size=task.vocab_size, dim=settings.dim, depth=settings.depth, mixer=config.mixer,
         mixer_options=config.mixer_options, num_classes=task.num_classes, mlp_ratio=settings.mlp_ratio,
-        max_length=task.sequence_length if settings.position_embedding else None)
+        max_length=task.sequence_length if settings.position_embedding else None,
+        input_channels=task.input_channels if task.input_kind == "values" else None,
+        pooling="mean" if task.target_kind == "per_example" else None)
 
 
 def learning_rate_factor(step: int, settings: TrainingSettings) -> float:
@@ -87,9 +98,6 @@ def train(config: RunConfig, store: ResultsStore | None = None, *, device: str =
         return RunOutcome(key, store.get(key)["metrics"], skipped=True)
 
     task = create_task(config.task, **config.task_params)
-    if task.input_kind != "tokens":  # the backbone here embeds token ids; other kinds have their own trainers
-        raise MixerInputError(f"task {config.task} has input kind {task.input_kind!r}; this trainer (a token "
-                              "sequence model) takes tasks of kind 'tokens'")
     settings = config.training
     torch_device = resolve_device(device)
     torch.manual_seed(settings.seed)
@@ -108,7 +116,7 @@ def train(config: RunConfig, store: ResultsStore | None = None, *, device: str =
     return RunOutcome(key, metrics)
 
 
-def _fit(model: SequenceModel, task: Task, settings: TrainingSettings, device: torch.device, progress: bool | None,
+def _fit(model: nn.Module, task: Task, settings: TrainingSettings, device: torch.device, progress: bool | None,
          console: Console, label: str) -> dict[str, Any]:
     train_split, test_split = task.split("train"), task.split("test")
     optimizer = make_optimizer(model, settings)

@@ -20,8 +20,9 @@ IGNORE_INDEX = -100  # targets at positions that are not scored (PyTorch's cross
 
 @dataclass(frozen=True)
 class Split:
-    """One split of a token task: `inputs` and `targets` are `(N, L)`; `groups` `(N,)` labels each example
-    (e.g. its number of key-value pairs) so metrics can be reported per group."""
+    """One split of a task: `inputs` and `targets` shaped as the task's `input_kind` and `target_kind` say
+    (`Task`); `groups` `(N,)` labels each example (e.g. its number of key-value pairs) so metrics can be reported
+    per group."""
 
     inputs: Tensor
     targets: Tensor
@@ -32,15 +33,23 @@ class Split:
 
 
 class Task:
-    """Base of token-sequence tasks: next-token targets scored only where the target is not `IGNORE_INDEX`.
+    """Base of the classification tasks: targets scored only where they are not `IGNORE_INDEX`.
 
-    A subclass is a frozen dataclass with (at least) the fields `vocab_size` and `sequence_length`.
+    A subclass is a frozen dataclass whose fields are its parameters. It declares:
+
+    - `input_kind`: "tokens" (inputs int64 `(N, L)` below `vocab_size`), "values" (inputs float32
+      `(N, L, input_channels)`) or "image" (inputs float32 `(N, input_channels, H, W)`);
+    - `target_kind`: "per_position" (targets int64 `(N, L)`, a class per position, e.g. next-token recall) or
+      "per_example" (targets int64 `(N,)`, one class per example: the model pools over positions);
+    - `num_classes` (defaults to `vocab_size`), and `input_channels` for "values" and "image".
+    Other kinds (e.g. the PDE tasks' "field") are trained by their own trainers.
     """
 
     name: ClassVar[str]
     vocab_size: int
     sequence_length: int
     input_kind: ClassVar[str] = "tokens"
+    target_kind: ClassVar[str] = "per_position"
     loss_name: ClassVar[str] = "cross-entropy on scored positions"
     metric_name: ClassVar[str] = "accuracy (an example counts when all its scored positions are right)"
     group_name: ClassVar[str] = "group"
@@ -58,6 +67,11 @@ class Task:
     def num_classes(self) -> int:
         return self.vocab_size
 
+    @property
+    def input_channels(self) -> int:
+        """Channels of a "values" or "image" input; token inputs have none."""
+        raise NotImplementedError(f"task {self.name} has token inputs, which have no channels")
+
     def params(self) -> dict[str, Any]:
         return dataclasses.asdict(self)  # type: ignore[call-overload]
 
@@ -67,9 +81,13 @@ class Task:
 
     @staticmethod
     def count_correct(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
-        """Per example: how many scored positions the argmax gets right, and how many are scored."""
+        """Per example: how many scored positions the argmax gets right, and how many are scored.
+
+        Per-example targets `(N,)` count as one scored position each."""
         scored = targets != IGNORE_INDEX
         right = (logits.argmax(-1) == targets) & scored
+        if targets.ndim == 1:
+            return right.long(), scored.long()
         return right.sum(-1), scored.sum(-1)
 
     def summarize(self, correct: Tensor, scored: Tensor, groups: Tensor) -> dict[str, Any]:
