@@ -12,3 +12,4 @@ from tokenmix.grid import continuous_kernel  # noqa: F401
 from tokenmix.grid import linear_attention  # noqa: F401
 from tokenmix.grid import global_attention  # noqa: F401
 from tokenmix.grid import position_attention  # noqa: F401
+from tokenmix.grid import scanning  # noqa: F401
