@@ -59,8 +59,29 @@ def focused(x: Tensor, power: float = 3.0, eps: float = 1e-6) -> Tensor:
 
 def lognormal(x: Tensor, alpha: float | Tensor) -> Tensor:
     """φ(x) = exp(α x), the log-normal features of "Linear Log-Normal Attention with Unbiased Concentration",
-    Nahshan et al. 2023, arXiv:2311.13541 (α set by moment matching in the mixer)."""
+    Nahshan et al. 2023, arXiv:2311.13541 (α, β from `lognormal_moment_matching`)."""
     return torch.exp(alpha * x)
+
+
+# The paper's linear fit of the LLN attention matrix's log-variance, σ²_lln ≈ 2a σ̃² + b (its Sec. 4, with the
+# values of the authors' released code).
+LOGNORMAL_FIT_SLOPE = 0.14855178144710912
+LOGNORMAL_FIT_INTERCEPT = -0.35487039130661086
+
+
+def lognormal_moment_matching(sigma_q: Tensor | float, sigma_k: Tensor | float) -> tuple[Tensor, Tensor]:
+    """α, β of Linear Log-Normal attention (arXiv:2311.13541) by moment matching.
+
+    With q, k entries of standard deviations σ_q, σ_k, softmax attention `softmax(qᵀk/√d)` is approximately
+    log-normal with log-variance σ²_sm = σ_q² σ_k². LLN attention `exp(αq)ᵀexp(βk)` with α σ_q = β σ_k = σ̃ is
+    approximately log-normal with σ²_lln ≈ 2a σ̃² + b (a, b fitted in the paper). Equating the two:
+
+        σ̃² = (σ_q² σ_k² - b) / (2a),      α = σ̃ / σ_q,      β = σ̃ / σ_k.
+    """
+    sigma_q, sigma_k = torch.as_tensor(sigma_q), torch.as_tensor(sigma_k)
+    matched = ((sigma_q * sigma_k) ** 2 - LOGNORMAL_FIT_INTERCEPT) / (2.0 * LOGNORMAL_FIT_SLOPE)
+    tilde = matched.sqrt()
+    return tilde / sigma_q, tilde / sigma_k
 
 
 FEATURE_MAPS = {"elu_plus_one": elu_plus_one, "relu": relu, "taylor": taylor, "focused": focused}

@@ -10,3 +10,4 @@ from tokenmix.sequence import laughing_hyena  # noqa: F401
 from tokenmix.sequence import xlstm  # noqa: F401
 from tokenmix.sequence import mamba  # noqa: F401
 from tokenmix.sequence import log_linear  # noqa: F401
+from tokenmix.sequence import log_normal_attention  # noqa: F401
