@@ -110,3 +110,83 @@ def test_bad_arguments_raise():
         spectral_conv(x.long(), torch.randn(*weight_shape(2, 2, (4,))))
     with pytest.raises(MixerInputError):
         spectral_conv(x, torch.randn(*weight_shape(2, 2, (4,))), impl="nope")
+
+
+# --- full-spectrum transforms and the global filter ---------------------------------------------------------------
+
+from tokenmix.ops.spectral import (  # noqa: E402
+    filter_shape, fourier_transform, global_filter, inverse_real_fft, real_fft)
+
+GRIDS = [(7,), (8,), (1,), (9, 9), (8, 8), (5, 6), (3, 4, 5)]
+
+
+def circular_convolution(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """y[b, c, i] = Σ_j kernel[c, j] x[b, c, (i - j) mod n] over every spatial offset j, by explicit rolls."""
+    sizes = x.shape[2:]
+    y = torch.zeros_like(x)
+    for offset in torch.cartesian_prod(*[torch.arange(n) for n in sizes]).view(-1, len(sizes)).tolist():
+        weight = kernel[(slice(None), *offset)].view(1, -1, *([1] * len(sizes)))
+        y = y + weight * torch.roll(x, tuple(offset), dims=tuple(range(2, x.ndim)))
+    return y
+
+
+@pytest.mark.parametrize("sizes", GRIDS)
+def test_global_filter_is_a_circular_convolution_with_the_inverse_fft_kernel(sizes):
+    x = torch.randn(2, 3, *sizes, dtype=torch.float64)
+    w = torch.randn(*filter_shape(3, sizes), dtype=torch.float64)
+    kernel = torch.fft.irfftn(torch.view_as_complex(w), s=sizes, dim=tuple(range(1, len(sizes) + 1)))
+    expected = circular_convolution(x, kernel)
+    for impl in ("reference", "fft"):
+        torch.testing.assert_close(global_filter(x, w, impl=impl), expected, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("sizes", GRIDS)
+@pytest.mark.parametrize("norm", ["backward", "ortho"])
+def test_transforms_fft_equal_reference_forward_and_backward(sizes, norm):
+    x = torch.randn(2, 3, *sizes, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(*filter_shape(3, sizes), dtype=torch.float64, requires_grad=True)
+    outputs = {}
+    for impl in ("reference", "fft"):
+        spectrum = real_fft(x, impl=impl, norm=norm)
+        back = inverse_real_fft(spectrum * spectrum.abs(), sizes, impl=impl, norm=norm)  # a nonlinear use
+        full = fourier_transform(x, tuple(range(1, x.ndim)), impl=impl)
+        outputs[impl] = (torch.view_as_real(spectrum), back, torch.view_as_real(full), global_filter(x, w, impl=impl))
+    for a, b in zip(outputs["fft"], outputs["reference"]):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-11)
+        g = torch.randn_like(a)
+        grads_fft = torch.autograd.grad((a * g).sum(), (x, w), allow_unused=True, retain_graph=True)
+        grads_ref = torch.autograd.grad((b * g).sum(), (x, w), allow_unused=True, retain_graph=True)
+        for ga, gb in zip(grads_fft, grads_ref):
+            assert (ga is None) == (gb is None)
+            if ga is not None:
+                torch.testing.assert_close(ga, gb, rtol=1e-10, atol=1e-11)
+
+
+def test_real_fft_by_hand_and_round_trip():
+    # A cosine of frequency 2 on 8 points: X_2 = 8/2 = 4 (unnormalized), 4/√8 with norm="ortho".
+    x = torch.cos(2 * math.pi * 2 * torch.arange(8, dtype=torch.float64) / 8)[None, None]
+    for impl in ("reference", "fft"):
+        spectrum = real_fft(x, impl=impl)
+        expected = torch.zeros(5, dtype=torch.complex128)
+        expected[2] = 4
+        torch.testing.assert_close(spectrum[0, 0], expected, rtol=0, atol=1e-12)
+        torch.testing.assert_close(real_fft(x, impl=impl, norm="ortho")[0, 0], expected / math.sqrt(8), rtol=0,
+                                   atol=1e-12)
+        for norm in ("backward", "ortho"):
+            y = torch.randn(2, 3, 9, 8, dtype=torch.float64)
+            back = inverse_real_fft(real_fft(y, impl=impl, norm=norm), (9, 8), impl=impl, norm=norm)
+            torch.testing.assert_close(back, y, rtol=0, atol=1e-12)
+
+
+def test_global_filter_bad_arguments_raise():
+    x = torch.randn(1, 2, 8, 8)
+    with pytest.raises(MixerInputError):
+        global_filter(x, torch.randn(*filter_shape(2, (8, 7))))      # filter for another grid
+    with pytest.raises(MixerInputError):
+        global_filter(x, torch.randn(*filter_shape(3, (8, 8))))      # channel mismatch
+    with pytest.raises(MixerInputError):
+        global_filter(x.long(), torch.randn(*filter_shape(2, (8, 8))))
+    with pytest.raises(MixerInputError):
+        real_fft(x, norm="forward")
+    with pytest.raises(MixerInputError):
+        inverse_real_fft(real_fft(x), (8, 10))

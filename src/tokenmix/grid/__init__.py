@@ -13,3 +13,5 @@ from tokenmix.grid import linear_attention  # noqa: F401
 from tokenmix.grid import global_attention  # noqa: F401
 from tokenmix.grid import position_attention  # noqa: F401
 from tokenmix.grid import scanning  # noqa: F401
+from tokenmix.grid import spectral  # noqa: F401
+from tokenmix.grid import spectral_mlp  # noqa: F401

@@ -155,3 +155,129 @@ def _fft(x: Tensor, weight: Tensor, modes: tuple[int, ...]) -> Tensor:
     for o, s in zip(out_index, source_index):
         out[(slice(None), slice(None), *o)] = mixed[(slice(None), slice(None), *s)]
     return torch.fft.irfftn(out, s=sizes, dim=dims)
+
+
+# --- Full-spectrum transforms and global filters (GFNet, AFNO, AFF, SPANet, FNet-2D) ------------------------------
+#
+# The same DFT as above, without truncation: `real_fft` is X_k = s Σ_x v(x) e^{-2πi k·x/n} for every k of the real
+# FFT's half space (non-last axes k_a = 0..n_a-1 in FFT order, the last axis k_d = 0..n_d//2), `inverse_real_fft`
+# is y(x) = s' Σ_k c_{k_d} Re(Y_k e^{2πi k·x/n}) (c as above, so it equals `irfftn`), with s = 1, s' = 1/N for
+# norm="backward" and s = s' = N^{-1/2} for norm="ortho". `global_filter` is F⁻¹(K ⊙ F v): a circular convolution
+# with the kernel F⁻¹K, K one complex weight per channel and frequency. `fourier_transform` is the full complex DFT
+# over chosen dimensions (FNet). `reference` applies dense DFT matrices, `fft` calls torch.fft.
+
+NORMS = ("backward", "ortho")
+
+
+def filter_shape(channels: int, sizes: tuple[int, ...]) -> tuple[int, ...]:
+    """The real shape of a global filter for a grid of `sizes`: one complex weight (real, imaginary) per channel
+    and real-FFT frequency."""
+    return (channels, *sizes[:-1], sizes[-1] // 2 + 1, 2)
+
+
+def real_fft(x: Tensor, *, impl: str = "auto", norm: str = "backward") -> Tensor:
+    """The real FFT of `x: (B, C, *spatial)` over its spatial dims: complex `(B, C, *spatial[:-1], n_d // 2 + 1)`,
+    computed in float32 for half-precision input."""
+    _check_transform("real_fft", x, impl, norm)
+    x = x.to(compute_dtype(x))
+    sizes, dims = tuple(x.shape[2:]), tuple(range(2, x.ndim))
+    if impl != "reference":
+        return torch.fft.rfftn(x, dim=dims, norm=norm)
+    y = x.to(_complex(x.dtype))
+    for dim, n in zip(dims, sizes):
+        count = n // 2 + 1 if dim == x.ndim - 1 else n
+        y = _along(y, _dft_matrix(n, count, -1, x.dtype, x.device), dim)
+    return y * _scale(sizes, norm, inverse=False)
+
+
+def inverse_real_fft(spectrum: Tensor, sizes: tuple[int, ...], *, impl: str = "auto",
+                     norm: str = "backward") -> Tensor:
+    """The inverse of `real_fft`: the real `(B, C, *sizes)` grid whose half spectrum is `spectrum` (imaginary
+    parts that a real signal cannot carry, at k_d = 0 and the last axis' Nyquist, are dropped, as `irfftn` does)."""
+    sizes = tuple(sizes)
+    if not spectrum.is_complex() or spectrum.ndim != len(sizes) + 2 or \
+            tuple(spectrum.shape[2:]) != (*sizes[:-1], sizes[-1] // 2 + 1):
+        raise MixerInputError(f"inverse_real_fft: expected a complex half spectrum for sizes {sizes}, got "
+                              f"{spectrum.dtype} {tuple(spectrum.shape)}")
+    check_impl("inverse_real_fft", impl, ("auto", *IMPLS))
+    check_impl("inverse_real_fft", norm, NORMS)
+    dims = tuple(range(2, spectrum.ndim))
+    if impl != "reference":
+        return torch.fft.irfftn(spectrum, s=sizes, dim=dims, norm=norm)
+    real = spectrum.real.dtype
+    y = spectrum
+    for dim, n in zip(dims[:-1], sizes[:-1]):
+        y = _along(y, _dft_matrix(n, n, 1, real, spectrum.device).transpose(0, 1), dim)
+    last = sizes[-1]
+    c = torch.full((last // 2 + 1,), 2.0, dtype=real, device=spectrum.device)
+    c[0] = 1.0
+    if last % 2 == 0:
+        c[-1] = 1.0
+    inverse = _dft_matrix(last, last // 2 + 1, 1, real, spectrum.device).transpose(0, 1) * c  # (x, k)
+    y = _along(y, inverse, dims[-1]).real
+    return y * _scale(sizes, norm, inverse=True)
+
+
+def fourier_transform(x: Tensor, dims: tuple[int, ...], *, impl: str = "auto") -> Tensor:
+    """The full (complex, unnormalized) DFT of a real `x` over `dims`, computed in float32 for half precision."""
+    _check_transform("fourier_transform", x, impl, "backward", rank_checked=False)
+    x = x.to(compute_dtype(x))
+    if impl != "reference":
+        return torch.fft.fftn(x, dim=dims)
+    y = x.to(_complex(x.dtype))
+    for dim in dims:
+        n = x.shape[dim]
+        y = _along(y, _dft_matrix(n, n, -1, x.dtype, x.device), dim)
+    return y
+
+
+def global_filter(x: Tensor, weight: Tensor, *, impl: str = "auto") -> Tensor:
+    """y = F⁻¹(K ⊙ F x): the global filter of GFNet on `x: (B, C, *spatial)`, `weight` of `filter_shape(C, spatial)`
+    (a real tensor holding K's real and imaginary parts, or a complex one without the last axis). Equals the
+    circular convolution of each channel with F⁻¹K_c. Returns x's dtype."""
+    op = "global_filter"
+    _check_transform(op, x, impl, "backward")
+    sizes = tuple(x.shape[2:])
+    expected = filter_shape(x.shape[1], sizes)
+    if weight.is_complex():
+        weight = torch.view_as_real(weight)
+    if tuple(weight.shape) != expected or not weight.is_floating_point():
+        raise MixerInputError(f"{op}: weight must have shape {expected} for input {tuple(x.shape)}, "
+                              f"got {weight.dtype} {tuple(weight.shape)}")
+    dtype = compute_dtype(x, weight)
+    kernel = torch.view_as_complex(weight.to(dtype).contiguous())
+    y = inverse_real_fft(real_fft(x.to(dtype), impl=impl) * kernel, sizes, impl=impl)
+    return y.to(x.dtype)
+
+
+def _check_transform(op: str, x: Tensor, impl: str, norm: str, rank_checked: bool = True) -> None:
+    check_impl(op, impl, ("auto", *IMPLS))
+    check_impl(op, norm, NORMS)
+    if not x.is_floating_point():
+        raise MixerInputError(f"{op}: x must be real floating point, got {x.dtype}")
+    if rank_checked and x.ndim - 2 not in (1, 2, 3):
+        raise MixerInputError(f"{op}: x must be (batch, channels, *spatial) with 1-3 spatial dims, got {tuple(x.shape)}")
+
+
+def _complex(dtype: torch.dtype) -> torch.dtype:
+    return torch.complex128 if dtype == torch.float64 else torch.complex64
+
+
+def _dft_matrix(n: int, count: int, sign: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """(count, n): e^{sign 2πi k x / n} for k < count, the phase k·x reduced mod n first so it stays exact."""
+    k = torch.arange(count, device=device)[:, None]
+    position = torch.arange(n, device=device)[None, :]
+    angle = (2 * math.pi / n) * ((k * position) % n).to(dtype)
+    return torch.polar(torch.ones_like(angle), sign * angle)
+
+
+def _along(x: Tensor, matrix: Tensor, dim: int) -> Tensor:
+    """y[..., k, ...] = Σ_j matrix[k, j] x[..., j, ...] along `dim`."""
+    return (x.movedim(dim, -1) @ matrix.transpose(0, 1).to(x.dtype)).movedim(-1, dim)
+
+
+def _scale(sizes: tuple[int, ...], norm: str, inverse: bool) -> float:
+    points = math.prod(sizes)
+    if norm == "ortho":
+        return points ** -0.5
+    return 1.0 / points if inverse else 1.0
