@@ -63,8 +63,8 @@ def create_task(name: str, **params: Any) -> Task:
 
 # Registration happens on import; kept at the bottom so the decorator above exists.
 from tokenmix.tasks import burgers, mqar  # noqa: E402,F401
-from tokenmix.tasks import darcy  # noqa: E402,F401
-from tokenmix.tasks import selective_copying  # noqa: E402,F401
+from tokenmix.tasks import darcy, navier_stokes  # noqa: E402,F401
+from tokenmix.tasks import induction_heads, selective_copying  # noqa: E402,F401
 
 __all__ = ["IGNORE_INDEX", "Split", "Task", "available_tasks", "create_task", "get_task", "register_task",
            "task_parameters"]
