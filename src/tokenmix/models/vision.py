@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 import tokenmix
 from tokenmix.errors import MixerInputError
+from tokenmix.models.simpool import SimPool
 
 
 class ChannelLayerNorm(nn.Module):
@@ -132,12 +133,14 @@ class VisionModel(nn.Module):
 
     `depths` and `dims` give the blocks and width of each stage (one entry: isotropic; several: hierarchical,
     each stage after the first halving the resolution). `mixers` is one name or one per stage, `mixer_options`
-    one dict or one per stage. `downsample` is "conv" or "spd". `num_classes=0` returns pooled features."""
+    one dict or one per stage. `downsample` is "conv" or "spd". `num_classes=0` returns pooled features.
+    `pooling` is "average" (global average pool) or "simpool" (SimPool attention pooling, models/simpool.py)."""
 
     def __init__(self, mixers: str | Sequence[str], *, in_channels: int = 3, num_classes: int = 10,
                  depths: Sequence[int] = (2, 2, 2, 2), dims: Sequence[int] = (32, 64, 128, 256),
                  mixer_options: dict[str, Any] | Sequence[dict[str, Any] | None] | None = None,
-                 patch_size: int = 4, mlp_ratio: float = 4.0, downsample: str = "conv") -> None:
+                 patch_size: int = 4, mlp_ratio: float = 4.0, downsample: str = "conv",
+                 pooling: str = "average") -> None:
         super().__init__()
         depths, dims = list(depths), list(dims)
         if not depths or len(depths) != len(dims) or min(depths) < 1 or min(dims) < 1:
@@ -156,6 +159,9 @@ class VisionModel(nn.Module):
             layers += [MetaFormerBlock(dim, mixers[i], options[i], mlp_ratio) for _ in range(depth)]
             self.stages.append(nn.Sequential(*layers))
         self.num_features = dims[-1]
+        if pooling not in ("average", "simpool"):
+            raise MixerInputError(f"VisionModel: pooling must be 'average' or 'simpool', got {pooling!r}")
+        self.simpool = SimPool(self.num_features) if pooling == "simpool" else None
         self.head_norm = nn.LayerNorm(self.num_features)
         self.head: nn.Module = nn.Identity()
         self.reset_classifier(num_classes)
@@ -178,8 +184,8 @@ class VisionModel(nn.Module):
         return x
 
     def forward_head(self, features: Tensor, pre_logits: bool = False) -> Tensor:
-        """Feature map → global average pool → LayerNorm → (unless `pre_logits`) the classifier."""
-        pooled = self.head_norm(features.mean((2, 3)))
+        """Feature map → global average pool (or SimPool) → LayerNorm → (unless `pre_logits`) the classifier."""
+        pooled = self.head_norm(features.mean((2, 3)) if self.simpool is None else self.simpool(features))
         return pooled if pre_logits else self.head(pooled)
 
     def forward(self, images: Tensor) -> Tensor:
