@@ -142,7 +142,7 @@ def test_grid_defaults_are_zoologys_grid_plus_extrapolation():
     task = create_task("mqar_grid")
     assert task.train_settings == ((64, 4), (128, 8), (256, 16), (512, 64))
     assert task.test_settings == ((64, 4), (128, 8), (256, 16), (512, 64), (512, 128), (1024, 128))
-    assert task.sequence_length == 1024  # the longest length of either split: what a position table must cover
+    assert task.sequence_length == task.max_sequence_length == 1024  # the longest length of either split
 
 
 @pytest.mark.parametrize("split_name, settings, padded_length", [

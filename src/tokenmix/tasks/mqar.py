@@ -211,6 +211,11 @@ class MQARGrid(Task):
         """The longest length of either split (every split's examples are padded to its own longest)."""
         return max(length for length, _ in (*self.train_settings, *self.test_settings))
 
+    @property
+    def max_sequence_length(self) -> int:
+        """The longest length of either split (the same as `sequence_length` here)."""
+        return self.sequence_length
+
     def split_length(self, name: SplitName) -> int:
         """The padded length of split `name`."""
         return max(length for length, _ in self._settings(name))
