@@ -123,3 +123,57 @@ def test_bad_window_options_raise():
         tokenmix.create("swin_attention", D, window_size=4, shift_size=4)
     with pytest.raises(tokenmix.MixerInputError, match="odd"):
         tokenmix.create("neighborhood_attention", D, kernel_size=4)
+
+
+def _halo_pair(**options):
+    reference = tokenmix.create("halo_attention", D, num_heads=2, impl="reference", **options).double()
+    fast = tokenmix.create("halo_attention", D, num_heads=2, impl="sdpa", **options).double()
+    fast.load_state_dict(reference.state_dict())
+    return reference, fast
+
+
+@pytest.mark.parametrize("block_size,halo_size,height,width", [
+    (4, 1, 5, 6), (2, 1, 5, 7), (3, 0, 6, 6), (2, 2, 3, 3), (4, 2, 9, 4), (1, 1, 3, 4)])
+def test_halo_blocks_equal_masked_global_reference(block_size, halo_size, height, width):
+    reference, fast = _halo_pair(block_size=block_size, halo_size=halo_size)
+    _assert_same_forward_and_backward(reference, fast, torch.randn(2, D, height, width, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("impl", ["reference", "sdpa"])
+def test_halo_block_covering_the_image_is_global_attention(impl):
+    mixer = tokenmix.create("halo_attention", D, num_heads=2, block_size=8, halo_size=1, impl=impl).double()
+    with torch.no_grad():
+        mixer.row_embedding.zero_()
+        mixer.column_embedding.zero_()
+    x = torch.randn(2, D, 5, 7, dtype=torch.float64)
+    torch.testing.assert_close(mixer(x), _global_attention(mixer, x))
+
+
+def test_halo_relative_logits_are_q_dot_row_and_column_embeddings():
+    mixer = tokenmix.create("halo_attention", D, num_heads=2, block_size=2, halo_size=1).double()
+    q = torch.randn(3, 4, dtype=torch.float64)  # three queries, head_dim 4
+    rows, cols = torch.tensor([[0, 2], [-2, 1], [1, -1]]), torch.tensor([[1, -2], [0, 0], [2, 1]])
+    logits = mixer._position_logits(q, rows, cols)
+    span = 3
+    for i in range(3):
+        for j in range(2):
+            want = q[i, :2] @ mixer.row_embedding[rows[i, j] + span - 1] + \
+                q[i, 2:] @ mixer.column_embedding[cols[i, j] + span - 1]
+            torch.testing.assert_close(logits[i, j], want)
+
+
+@pytest.mark.parametrize("impl", ["reference", "sdpa"])
+def test_halo_neighbourhood_is_the_block_plus_halo(impl):
+    mixer = tokenmix.create("halo_attention", D, num_heads=2, block_size=2, halo_size=1, impl=impl).double()
+    x = torch.randn(1, D, 6, 6, dtype=torch.float64)
+    y = mixer(x)
+
+    def sees(query, key):
+        x2 = x.clone()
+        x2[:, :, key[0], key[1]] += 1.0
+        return bool((mixer(x2) - y)[0, :, query[0], query[1]].abs().max() > 1e-12)
+
+    # query (1, 1) is in block rows/cols 0..1: it sees 0..2 (−1 is outside the image)
+    assert sees((1, 1), (2, 2)) and not sees((1, 1), (3, 1)) and not sees((1, 1), (0, 3))
+    # query (2, 3) is in block rows 2..3, columns 2..3: it sees rows 1..4, columns 1..4
+    assert sees((2, 3), (1, 1)) and sees((2, 3), (4, 4)) and not sees((2, 3), (5, 3)) and not sees((2, 3), (2, 0))

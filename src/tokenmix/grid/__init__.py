@@ -17,3 +17,4 @@ from tokenmix.grid import spectral  # noqa: F401
 from tokenmix.grid import spectral_mlp  # noqa: F401
 from tokenmix.grid import local_attention  # noqa: F401
 from tokenmix.grid import mlp  # noqa: F401
+from tokenmix.grid import halo_attention  # noqa: F401
