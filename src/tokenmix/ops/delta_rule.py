@@ -111,6 +111,18 @@ def _canonical_decay(op: str, log_decay, batch: int, heads: int, length: int, dt
 
 def _reference(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, g: Tensor | None,
                state: Tensor) -> tuple[Tensor, Tensor]:
+    length = q.shape[2]
+    weights, carried = attention_weights(q, k, beta, g)
+    out = weights @ v + carried @ state                   # carried is Φ(t, 0)ᵀ q_t
+    return out[:, :, :length], out[:, :, length:]
+
+
+def attention_weights(q: Tensor, k: Tensor, beta: Tensor, g: Tensor | None) -> tuple[Tensor, Tensor]:
+    """The delta rule's attention matrix, built backwards through the transitions (see `reference` above).
+
+    Returns `W: (B, H, L + K, L)` with `W_ts = β_s q_tᵀ Φ(t, s) k_s` (zero for s > t), the last K rows being the
+    unit queries at the last position (so `W[L + i, s] = β_s (Φ(L, s) k_s)_i`), and `R: (B, H, L + K, K)` with row
+    t equal to `Φ(t, 0)ᵀ q_t` (the last K rows form `Φ(L, 0)`). `g` is the canonical `(B|1, H, L)` log-decay."""
     batch, heads, length, key_dim = q.shape
     eye = torch.eye(key_dim, dtype=q.dtype, device=q.device).expand(batch, heads, key_dim, key_dim)
     r = torch.cat([q, eye], dim=2)                       # r_j = Φ(t_j, s)ᵀ q_j as s runs backwards
@@ -125,9 +137,7 @@ def _reference(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, g: Tensor | None,
         columns.append(w)
         applied = decay[:, :, s, None, None] * (r - w * k[:, :, s, None, :])       # A_sᵀ r
         r = torch.where(reached, applied, r)
-    weights = torch.cat(columns[::-1], dim=-1)            # (B, H, L + K, L)
-    out = weights @ v + r @ state                         # r is now Φ(t, 0)ᵀ q_t
-    return out[:, :, :length], out[:, :, length:]
+    return torch.cat(columns[::-1], dim=-1), r            # (B, H, L + K, L); r is now Φ(t, 0)ᵀ q_t
 
 
 def _recurrent(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, g: Tensor | None,

@@ -22,6 +22,16 @@ states — O(L C + (L / C) log L) work; unaligned head and ragged tail tokens go
 `start` is the absolute position of the first token (the hierarchy depends on it); the initial state is the one
 left after token `start - 1`, whose level ℓ' reaches a later t at level max(ℓ(t, start-1), ℓ') (the top level
 when `start = 0`: a state carried into position 0 is older than any bucket).
+
+`log_linear_delta_rule` is Log-Linear Gated DeltaNet (the paper's Sec. 3.3): the same hierarchical mask over the
+gated delta rule's attention matrix, `O = (A ⊙ M^S ⊙ M^H) V` with `A ⊙ M^S` Gated DeltaNet's matrix
+`W_ts = β_s q_tᵀ Φ(t, s) k_s`, `Φ(t, s) = A_t ⋯ A_{s+1}`, `A_r = a_r (I - β_r k_r k_rᵀ)`:
+
+    o_t = Σ_{s≤t} λ_t^(ℓ(t,s)) β_s q_tᵀ Φ(t, s) k_s v_s.
+
+Every level's state takes the full transition `A_t` (sums commute with it, so the Fenwick merges are unchanged);
+the new token `β_t k_t v_tᵀ` enters level 0. Forms: `reference` (the matrix W, from `ops.delta_rule`, times the
+hierarchical mask) and `recurrent`; no chunk form yet.
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ import torch
 from torch import Tensor
 
 from tokenmix.errors import MixerInputError
+from tokenmix.ops import delta_rule as _delta
 from tokenmix.ops._checks import check_head_tensors, check_impl, compute_dtype
 
 IMPLS = ("reference", "recurrent", "chunk")
@@ -204,3 +215,92 @@ def _chunk(q: Tensor, k: Tensor, v: Tensor, lam: Tensor, g: Tensor, state: Tenso
         o, state = _recurrent(*(t[:, :, end:] for t in (q, k, v, lam, g)), state, start + end)
         outputs.append(o)
     return torch.cat(outputs, dim=2), state
+
+
+DELTA_IMPLS = ("reference", "recurrent")
+
+
+def log_linear_delta_rule(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, level_weights: Tensor,
+                          log_decay: Tensor | None = None, *, scale: float | None = None, start: int = 0,
+                          initial_state: Tensor | None = None, return_state: bool = False, impl: str = "auto"):
+    """Log-linear gated delta rule on `(B, H, L, K)` q, k (keys as given: the mixer normalizes them), `(B, H, L, V)`
+    v, `(B, H, L)` β, λ `(B, H, L, num_levels)` and a per-token `log_decay` `(B, H, L)` (≤ 0) or None. Returns `o`
+    or `(o, state)`, the state `(B, H, num_levels, K, V)` in the compute dtype; `start` as in
+    `log_linear_attention`."""
+    op = "log_linear_delta_rule"
+    check_impl(op, impl, ("auto", *DELTA_IMPLS))
+    check_head_tensors(op, q=q, k=k, v=v, level_weights=level_weights)
+    batch, heads, length, key_dim = q.shape
+    if k.shape != q.shape or v.shape[2] != length or level_weights.shape[2] != length:
+        raise MixerInputError(f"{op}: q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)} and "
+                              f"level_weights {tuple(level_weights.shape)} do not agree")
+    if not isinstance(beta, Tensor) or not beta.is_floating_point() or beta.shape != (batch, heads, length):
+        raise MixerInputError(f"{op}: beta must be a floating tensor of shape ({batch}, {heads}, {length}), "
+                              f"got {tuple(getattr(beta, 'shape', ()))}")
+    if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+        raise MixerInputError(f"{op}: start must be a non-negative integer, got {start!r}")
+    dtype, out_dtype = compute_dtype(q, k, v, beta), v.dtype
+    scale = key_dim ** -0.5 if scale is None else scale
+    q, k, v, beta, lam = q.to(dtype) * scale, k.to(dtype), v.to(dtype), beta.to(dtype), level_weights.to(dtype)
+    if log_decay is None:
+        g = q.new_zeros(batch, heads, length)
+    else:
+        if log_decay.shape != (batch, heads, length):
+            raise MixerInputError(f"{op}: log_decay must have shape ({batch}, {heads}, {length}), "
+                                  f"got {tuple(log_decay.shape)}")
+        g = log_decay.to(dtype)
+    state = q.new_zeros(batch, heads, lam.shape[-1], key_dim, v.shape[-1])
+    if initial_state is not None:
+        if initial_state.shape != state.shape:
+            raise MixerInputError(f"{op}: initial_state must have shape {tuple(state.shape)}, "
+                                  f"got {tuple(initial_state.shape)}")
+        state = initial_state.to(dtype)
+    if impl == "reference":
+        o, state = _delta_reference(q, k, v, beta, lam, g, state, start)
+    else:
+        o, state = _delta_recurrent(q, k, v, beta, lam, g, state, start)
+    o = o.to(out_dtype)
+    return (o, state) if return_state else o
+
+
+def _delta_reference(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, lam: Tensor, g: Tensor, state: Tensor,
+                     start: int) -> tuple[Tensor, Tensor]:
+    length, num_levels = q.shape[2], lam.shape[-1]
+    weights, carried = _delta.attention_weights(q, k, beta, g)          # (B, H, L + K, L), (B, H, L + K, K)
+    positions = torch.arange(start, start + length, device=q.device)
+    level = fenwick_level(positions[:, None], positions[None, :], num_levels)       # (t, s)
+    mask = lam.gather(-1, level.expand(*lam.shape[:2], length, length))             # λ_t^(ℓ(t,s))
+    o = (weights[:, :, :length] * mask) @ v
+    levels = torch.arange(num_levels, device=q.device)
+    reached = torch.maximum(_previous_level(positions, start, num_levels)[:, None], levels[None, :])  # (t, ℓ')
+    read = torch.einsum("bhtk,bhlkv->bhtlv", carried[:, :, :length], state)        # q_tᵀ Φ(t, 0) S0[ℓ']
+    o = o + (lam.gather(-1, reached.expand(*lam.shape[:2], -1, -1)).unsqueeze(-1) * read).sum(3)
+    # the final state by level: key images Φ(L, s) β_s k_s are the unit queries' rows, Φ(L, 0) their carried part
+    key_levels = fenwick_level(positions[-1], positions, num_levels)                # (s,)
+    one_hot = (key_levels[:, None] == levels[None, :]).to(q.dtype)                  # (s, ℓ)
+    final = torch.einsum("bhks,sl,bhsv->bhlkv", weights[:, :, length:], one_hot, v)
+    final_reached = torch.maximum(_previous_level(positions[-1], start, num_levels), levels)
+    carried_state = torch.einsum("bhij,bhljv->bhliv", carried[:, :, length:], state)
+    final = final.index_add(2, final_reached, carried_state)
+    return o, final
+
+
+def _delta_recurrent(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, lam: Tensor, g: Tensor, state: Tensor,
+                     start: int) -> tuple[Tensor, Tensor]:
+    top = lam.shape[-1] - 1
+    outputs = []
+    for i in range(q.shape[2]):
+        t = start + i
+        target = top if t == 0 else min((t & -t).bit_length(), top)          # the Fenwick carry, as above
+        if target > 0:
+            merged = state[:, :, :target + 1].sum(2, keepdim=True)
+            state = torch.cat([torch.zeros_like(state[:, :, :target]), merged, state[:, :, target + 1:]], dim=2)
+        k_t = k[:, :, i, None, :, None]                                        # (B, H, 1, K, 1)
+        b_t = beta[:, :, i, None, None, None]
+        # every level: S ← a_t (I - β_t k_t k_tᵀ) S
+        state = g[:, :, i].exp()[..., None, None, None] * (state - b_t * k_t * (k_t.transpose(-1, -2) @ state))
+        token = (b_t * k_t * v[:, :, i, None, None, :])                        # (B, H, 1, K, V)
+        state = torch.cat([state[:, :, :1] + token, state[:, :, 1:]], dim=2)
+        read = torch.einsum("bhk,bhlkv->bhlv", q[:, :, i], state)
+        outputs.append((lam[:, :, i].unsqueeze(-1) * read).sum(2))
+    return torch.stack(outputs, dim=2), state
