@@ -177,3 +177,36 @@ def test_halo_neighbourhood_is_the_block_plus_halo(impl):
     assert sees((1, 1), (2, 2)) and not sees((1, 1), (3, 1)) and not sees((1, 1), (0, 3))
     # query (2, 3) is in block rows 2..3, columns 2..3: it sees rows 1..4, columns 1..4
     assert sees((2, 3), (1, 1)) and sees((2, 3), (4, 4)) and not sees((2, 3), (5, 3)) and not sees((2, 3), (2, 0))
+
+
+def _line_attention(qkv_conv, out_conv, x, axis):
+    """Explicit loop over the lines (rows if axis == 3, columns if 2): softmax(q kᵀ/√d) v per head."""
+    qkv = qkv_conv(x)
+    out = torch.empty_like(x)
+    for line in range(x.shape[5 - axis]):
+        tokens = (qkv[:, :, line, :] if axis == 3 else qkv[:, :, :, line]).transpose(1, 2)  # (B, length, 3C)
+        q, k, v = tokens.chunk(3, dim=-1)
+        heads = [torch.softmax(qh @ kh.transpose(1, 2) / (D // 2) ** 0.5, dim=-1) @ vh
+                 for qh, kh, vh in zip(q.tensor_split(2, -1), k.tensor_split(2, -1), v.tensor_split(2, -1))]
+        line_out = torch.cat(heads, -1).transpose(1, 2)
+        if axis == 3:
+            out[:, :, line, :] = line_out
+        else:
+            out[:, :, :, line] = line_out
+    return out_conv(out)
+
+
+@pytest.mark.parametrize("impl", ["reference", "sdpa"])
+def test_axial_attention_is_row_then_column_loops(impl):
+    mixer = tokenmix.create("axial_attention", D, num_heads=2, impl=impl).double()
+    x = torch.randn(2, D, 4, 6, dtype=torch.float64)
+    rows = _line_attention(mixer.row_qkv, mixer.row_out, x, axis=3)
+    want = _line_attention(mixer.column_qkv, mixer.column_out, rows, axis=2)
+    torch.testing.assert_close(mixer(x), want)
+
+
+def test_axial_sdpa_equals_reference_with_gradients():
+    reference = tokenmix.create("axial_attention", D, num_heads=2, impl="reference").double()
+    fast = tokenmix.create("axial_attention", D, num_heads=2, impl="sdpa").double()
+    fast.load_state_dict(reference.state_dict())
+    _assert_same_forward_and_backward(reference, fast, torch.randn(2, D, 5, 3, dtype=torch.float64))

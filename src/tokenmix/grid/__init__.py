@@ -18,3 +18,4 @@ from tokenmix.grid import spectral_mlp  # noqa: F401
 from tokenmix.grid import local_attention  # noqa: F401
 from tokenmix.grid import mlp  # noqa: F401
 from tokenmix.grid import halo_attention  # noqa: F401
+from tokenmix.grid import axial_attention  # noqa: F401
