@@ -107,7 +107,19 @@ def info(name: str = typer.Argument(..., help="A mixer name, as `tokenmix list` 
         elif isinstance(value, tuple):
             value = ", ".join(map(str, value)) or "—"
         table.add_row(key, str(value))
+    for key, value in _cost_rows(name):
+        table.add_row(key, value)
     _console().print(table)
+
+
+def _cost_rows(name: str) -> list[tuple[str, str]]:
+    """Parameters, FLOPs, saved activations and state at the docs' fixed size (tokenmix.analysis.cost)."""
+    from tokenmix.analysis.cost import cost_rows, mixer_cost
+
+    try:
+        return cost_rows(mixer_cost(name))
+    except MixerInputError as error:   # a mixer that cannot run at the fixed size still has its spec shown
+        return [("cost", f"n/a: {' '.join(str(error).split())}")]
 
 
 # --- training and the benchmark -----------------------------------------------------------------------------

@@ -56,13 +56,16 @@ def mixer_receptive_field(name: str, *, dim: int = 16, size: int = 32, samples: 
                           **options) -> Tensor:
     """ERF of the registered mixer `name` (freshly initialized with `seed`): a `size`×`size` grid for 2D grid
     mixers (1D-only grid mixers: a line of `size`), a sequence of `size`² positions for sequence mixers."""
+    from tokenmix.analysis.cost import fit_size_options
+
     spec = tokenmix.spec(name)
     torch.manual_seed(seed)
-    mixer = tokenmix.create(name, dim, **options)
     if spec.layout == "sequence":
-        return effective_receptive_field(mixer, (size * size, dim), layout="sequence", samples=samples, seed=seed)
-    spatial = 2 if 2 in spec.spatial_dims else spec.spatial_dims[0]
-    return effective_receptive_field(mixer, (dim, *([size] * spatial)), samples=samples, seed=seed)
+        shape = (size * size, dim)
+    else:
+        shape = (dim, *([size] * (2 if 2 in spec.spatial_dims else spec.spatial_dims[0])))
+    mixer = tokenmix.create(name, dim, **fit_size_options(name, (1, *shape), options))
+    return effective_receptive_field(mixer, shape, layout=spec.layout, samples=samples, seed=seed)
 
 
 def mass_radius(erf: Tensor, share: float) -> float:
