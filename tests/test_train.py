@@ -22,6 +22,10 @@ def tiny_config(mixer: str = "attention", steps: int = 24, seed: int = 0) -> Run
                                                seed=seed, eval_batch_size=16, eval_every=0))
 
 
+def without_seconds(history: list[dict]) -> list[dict]:
+    return [{key: value for key, value in entry.items() if key != "seconds"} for entry in history]
+
+
 @pytest.fixture
 def store(tmp_path) -> ResultsStore:
     return ResultsStore(tmp_path / "results.sqlite")
@@ -59,7 +63,8 @@ def test_same_seed_same_result_and_another_seed_differs():
     first = train(tiny_config(steps=8), progress=False).metrics
     second = train(tiny_config(steps=8), progress=False).metrics
     other = train(tiny_config(steps=8, seed=1), progress=False).metrics
-    assert first["train_loss"] == second["train_loss"] and first["history"] == second["history"]
+    assert first["train_loss"] == second["train_loss"]
+    assert without_seconds(first["history"]) == without_seconds(second["history"])  # all but the wall-clock times
     assert other["train_loss"] != first["train_loss"]
 
 

@@ -46,12 +46,18 @@ class TrainingSettings:
     seed: int = 0
     eval_batch_size: int = 250
     eval_every: int = 200  # steps between evaluations of the test split; 0: at the end of every epoch
+    target_accuracy: float | None = None  # early stopping: stop at the first evaluation reaching it
+    precision: str = "auto"  # autocast dtype: "auto" (bfloat16 on CUDA that supports it, else float32), ...
 
     def __post_init__(self) -> None:
         _require_positive("training", steps=self.steps, batch_size=self.batch_size, learning_rate=self.learning_rate,
                           gradient_clip=self.gradient_clip, eval_batch_size=self.eval_batch_size)
         if self.warmup_steps < 0 or self.weight_decay < 0 or self.eval_every < 0:
             raise MixerInputError("training: warmup_steps, weight_decay and eval_every must be >= 0")
+        if self.target_accuracy is not None and not 0 < self.target_accuracy <= 1:
+            raise MixerInputError(f"training: target_accuracy must be in (0, 1], got {self.target_accuracy}")
+        if self.precision not in ("auto", "float32", "bfloat16"):
+            raise MixerInputError(f"training: precision must be auto, float32 or bfloat16, got {self.precision!r}")
 
 
 @dataclass

@@ -1,9 +1,11 @@
-"""Train a `SequenceModel` on a task and record the run in the results database.
+"""Train a model on a task and record the run in the results database.
 
-AdamW with linear warm-up and cosine decay, gradient clipping, a seeded model and data order; the test split is
-evaluated at the end of every epoch (or every `eval_every` steps) and after the last step. With a store the run's
-row goes `running` at the start and `finished` (with its metrics) at the end; a run whose row is already finished
-is not trained again.
+AdamW with linear warm-up and cosine decay, gradient clipping, autocast to bfloat16 where the device supports it,
+a seeded model and data order; the test split is evaluated at the end of every epoch (or every `eval_every` steps)
+and after the last step, and training stops early once `target_accuracy` is reached. With a store the run's row
+goes `running` at the start and `finished` (with its metrics) at the end; a run whose row is already finished is
+not trained again, and a killed run resumes from its checkpoint (`bench/checkpoint.py`). Under `torchrun` the
+processes train data-parallel (`bench/distributed.py`).
 """
 
 from __future__ import annotations
@@ -11,19 +13,24 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress as ProgressBar
 from torch import nn
 
+from tokenmix.bench import distributed
+from tokenmix.bench.checkpoint import (RunProgress, checkpoint_path, final_weights_path, load_checkpoint, save_checkpoint,
+                                       save_weights)
 from tokenmix.bench.config import RunConfig, TrainingSettings
 from tokenmix.bench.environment import environment, resolve_device
 from tokenmix.bench.store import ResultsStore, run_id
 from tokenmix.errors import MixerInputError
 from tokenmix.models import SequenceModel, VisionModel
-from tokenmix.tasks import Split, Task, create_task
+from tokenmix.tasks import IGNORE_INDEX, Split, Task, create_task
 
 
 @dataclass(frozen=True)
@@ -85,84 +92,139 @@ def evaluate(model: nn.Module, task: Task, split: Split, batch_size: int, device
     return task.summarize(torch.cat(correct), torch.cat(scored), split.groups)
 
 
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
+    """The autocast dtype of training: "auto" is bfloat16 on a CUDA device that supports it, else float32."""
+    if precision == "auto":
+        cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if cuda_bf16 else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16}[precision]
+
+
 def train(config: RunConfig, store: ResultsStore | None = None, *, device: str = "auto",
           progress: bool | None = None, console: Console | None = None, label: str | None = None) -> RunOutcome:
     """Train `config`; with `store`, record it there (and return the stored metrics if it is already finished).
 
+    With a store the run keeps a checkpoint at every evaluation (and at least every `CHECKPOINT_SECONDS`), so a
+    killed run resumes where it was; its final weights are kept at `checkpoint.final_weights_path(run_id)`.
+    Under `torchrun` the processes train data-parallel (`bench/distributed.py`); only rank 0 writes.
     `progress=None` shows a progress bar when the console is a terminal and prints a line per evaluation when it
     is not (a log then still shows that the run is alive); `progress=False` is silent.
     """
     config_dict = config.as_dict()  # validates the task name and parameters before anything is written
     key = run_id(config_dict)
+    world = distributed.world_from_environment()
+    if not world.is_main:
+        store = None
     if store is not None and store.is_finished(config_dict):
         return RunOutcome(key, store.get(key)["metrics"], skipped=True)
 
     task = create_task(config.task, **config.task_params)
     settings = config.training
-    torch_device = resolve_device(device)
+    torch_device = distributed.local_device(resolve_device(device), world)
+    distributed.setup(world, torch_device, settings.batch_size)
     torch.manual_seed(settings.seed)
     model = build_model(config, task).to(torch_device)  # bad mixer names or options fail here, before the DB row
+    precision = resolve_precision(settings.precision, torch_device)
     if store is not None:
-        store.start(config_dict, environment(torch_device, torch.float32))
+        store.start(config_dict, {**environment(torch_device, precision), "processes": world.size})
+    console = console or Console()
     try:
-        metrics = _fit(model, task, settings, torch_device, progress, console or Console(), label or config.mixer)
+        metrics = _fit(model, task, settings, torch_device, precision, world,
+                       checkpoint_path(key) if store is not None else None,
+                       progress if world.is_main else False, console, label or config.mixer)
+        distributed.check_replicas_agree(model, world)
     except BaseException as error:  # KeyboardInterrupt too: the row says why it stopped, and is re-run next time
         if store is not None:
             reason = "interrupted" if isinstance(error, KeyboardInterrupt) else f"{type(error).__name__}: {error}"
             store.fail(key, reason)
         raise
     if store is not None:
+        save_weights(final_weights_path(key), model, config_dict)
         store.finish(key, metrics)
+        checkpoint_path(key).unlink(missing_ok=True)
     return RunOutcome(key, metrics)
 
 
-def _fit(model: nn.Module, task: Task, settings: TrainingSettings, device: torch.device, progress: bool | None,
-         console: Console, label: str) -> dict[str, Any]:
+CHECKPOINT_SECONDS = 60.0  # at most this much training is lost when a run is killed between evaluations
+
+
+def _fit(model: nn.Module, task: Task, settings: TrainingSettings, device: torch.device, precision: torch.dtype,
+         world: distributed.World, checkpoint: Path | None, progress: bool | None, console: Console,
+         label: str) -> dict[str, Any]:
     train_split, test_split = task.split("train"), task.split("test")
+    trained = distributed.wrap(model, world, device)
     optimizer = make_optimizer(model, settings)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: learning_rate_factor(step, settings))
     order_generator = torch.Generator().manual_seed(settings.seed)
     steps_per_epoch = max(1, len(train_split) // settings.batch_size)  # the last partial batch is dropped
-    history: list[dict[str, Any]] = []
-    smoothed_loss = float("nan")
+    state = RunProgress(step=0, history=[], smoothed_loss=float("nan"))
+    order = torch.empty(0, dtype=torch.long)
+    if checkpoint is not None and checkpoint.exists():
+        state, order = load_checkpoint(checkpoint, model, optimizer, schedule, order_generator)
+        console.print(f"{label}: resuming from the checkpoint at step {state.step}", highlight=False)
     show = console.is_terminal if progress is None else progress
     log_evaluations = progress is None and not show
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("loss {task.fields[loss]:.3f}  acc {task.fields[accuracy]}"),
-                   TimeElapsedColumn(), TimeRemainingColumn(), console=console, disable=not show, transient=False)
-    start_time = time.perf_counter()
+    bar = ProgressBar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                       TextColumn("loss {task.fields[loss]:.3f}  acc {task.fields[accuracy]}"),
+                       TimeElapsedColumn(), TimeRemainingColumn(), console=console, disable=not show,
+                       transient=False)
+    start_time = last_checkpoint = time.perf_counter()
+    seconds_before = state.history[-1]["seconds"] if state.history else 0.0
+    scores: dict[str, Any] | None = None
     model.train()
     with bar:
-        bar_task = bar.add_task(label, total=settings.steps, loss=float("nan"), accuracy="-")
-        for step in range(settings.steps):
+        last_accuracy = f"{state.history[-1]['accuracy']:.3f}" if state.history else "-"
+        bar_task = bar.add_task(label, total=settings.steps, completed=state.step, loss=state.smoothed_loss,
+                                accuracy=last_accuracy)
+        while state.step < settings.steps:
+            step = state.step
             epoch, index_in_epoch = divmod(step, steps_per_epoch)
             if index_in_epoch == 0:
                 order = torch.randperm(len(train_split), generator=order_generator)
             batch = order[index_in_epoch * settings.batch_size:(index_in_epoch + 1) * settings.batch_size]
-            logits = model(train_split.inputs[batch].to(device))
-            loss = task.loss(logits, train_split.targets[batch].to(device))
+            local = world.shard(batch)
+            targets = train_split.targets[local].to(device)
+            with torch.autocast(device.type, dtype=precision, enabled=precision != torch.float32):
+                logits = trained(train_split.inputs[local].to(device))
+            loss = task.loss(logits, targets)
+            scale = distributed.loss_scale(targets, train_split.targets[batch], world, IGNORE_INDEX)
             optimizer.zero_grad(set_to_none=True)
+            loss = loss * scale
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), settings.gradient_clip)
             optimizer.step()
             schedule.step()
-            value = loss.item()
-            smoothed_loss = value if math.isnan(smoothed_loss) else 0.9 * smoothed_loss + 0.1 * value
+            value = distributed.global_loss(loss, world)
             if not math.isfinite(value):
                 raise FloatingPointError(f"the training loss became {value} at step {step}")
+            state.smoothed_loss = value if math.isnan(state.smoothed_loss) else 0.9 * state.smoothed_loss + 0.1 * value
+            state.step = step + 1
             if settings.eval_every:
-                due = (step + 1) % settings.eval_every == 0
+                due = state.step % settings.eval_every == 0
             else:
                 due = index_in_epoch == steps_per_epoch - 1
-            if due or step == settings.steps - 1:
+            reached = False
+            if due or state.step == settings.steps:
                 scores = evaluate(model, task, test_split, settings.eval_batch_size, device)
-                history.append({"step": step + 1, "epoch": epoch + 1, "accuracy": scores["accuracy"],
-                                "token_accuracy": scores["token_accuracy"]})
+                seconds = seconds_before + time.perf_counter() - start_time
+                state.history.append({"step": state.step, "epoch": epoch + 1, "accuracy": scores["accuracy"],
+                                      "token_accuracy": scores["token_accuracy"], "seconds": round(seconds, 3)})
                 bar.update(bar_task, accuracy=f"{scores['accuracy']:.3f}")
                 if log_evaluations:
-                    console.print(f"{label}: step {step + 1}/{settings.steps}, loss {smoothed_loss:.3f}, "
+                    console.print(f"{label}: step {state.step}/{settings.steps}, loss {state.smoothed_loss:.3f}, "
                                   f"accuracy {100 * scores['accuracy']:.1f}%", highlight=False)
-            bar.update(bar_task, advance=1, loss=smoothed_loss)
-    train_seconds = time.perf_counter() - start_time
-    return {**scores, "train_loss": smoothed_loss, "train_seconds": round(train_seconds, 3),
-            "parameters": model.num_parameters(), "steps": settings.steps, "history": history}
+                reached = settings.target_accuracy is not None and scores["accuracy"] >= settings.target_accuracy
+            bar.update(bar_task, advance=1, loss=state.smoothed_loss)
+            if reached:  # early stopping: the target metric is met
+                break
+            now = time.perf_counter()
+            if checkpoint is not None and (due or now - last_checkpoint >= CHECKPOINT_SECONDS):
+                save_checkpoint(checkpoint, model, optimizer, schedule, state, order, order_generator)
+                last_checkpoint = now
+    if scores is None:  # resumed from a checkpoint taken after the last step's evaluation
+        scores = evaluate(model, task, test_split, settings.eval_batch_size, device)
+    train_seconds = seconds_before + time.perf_counter() - start_time
+    return {**scores, "train_loss": state.smoothed_loss, "train_seconds": round(train_seconds, 3),
+            "parameters": sum(parameter.numel() for parameter in model.parameters()), "steps": state.step,
+            "stopped_early": state.step < settings.steps, "precision": str(precision).removeprefix("torch."),
+            "processes": world.size, "history": state.history}
