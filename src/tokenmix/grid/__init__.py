@@ -19,3 +19,4 @@ from tokenmix.grid import local_attention  # noqa: F401
 from tokenmix.grid import mlp  # noqa: F401
 from tokenmix.grid import halo_attention  # noqa: F401
 from tokenmix.grid import axial_attention  # noqa: F401
+from tokenmix.grid import lambda_layer  # noqa: F401
