@@ -131,12 +131,17 @@ def train(
     param: Optional[list[str]] = typer.Option(None, "--param", "-p", help="A task parameter, key=value (repeat)."),
     option: Optional[list[str]] = typer.Option(None, "--option", "-o", help="A mixer option, key=value (repeat)."),
     steps: Optional[int] = typer.Option(None, help="Optimizer steps."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate."),
+    lr: Optional[str] = typer.Option(None, "--lr", help="Peak learning rate; a list (1e-3,3e-3,1e-2) sweeps it, one "
+                                                         "run each."),
     batch_size: Optional[int] = typer.Option(None, help="Examples per step."),
     warmup_steps: Optional[int] = typer.Option(None, help="Steps of linear warm-up (default 50, or steps/10 "
                                                           "when that is more than the steps)."),
     weight_decay: Optional[float] = typer.Option(None, help="AdamW weight decay (matrices only)."),
-    seed: Optional[int] = typer.Option(None, help="Seed of the model initialization and the data order."),
+    seed: Optional[str] = typer.Option(None, help="Seed of the model initialization and the data order; a list "
+                                                  "(0,1,2) runs each."),
+    target_accuracy: Optional[float] = typer.Option(None, help="Stop at the first evaluation reaching it."),
+    precision: Optional[str] = typer.Option(None, help="auto (bfloat16 autocast on CUDA that supports it), "
+                                                       "float32 or bfloat16."),
     dim: Optional[int] = typer.Option(None, help="Model width."),
     depth: Optional[int] = typer.Option(None, help="Number of blocks."),
     mlp_ratio: Optional[float] = typer.Option(None, help="MLP width / model width (0: no MLP)."),
@@ -147,32 +152,42 @@ def train(
     device: str = typer.Option("auto", help="'auto' (CUDA when present), 'cpu', 'cuda', ..."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
-    """Train a model with MIXER on TASK and record the run; a run already finished is reported, not redone."""
+    """Train a model with MIXER on TASK and record the run; a run already finished is reported, not redone.
+
+    Lists in --lr and --seed expand into one run each. Under `torchrun --nproc-per-node N -m tokenmix.cli train ...`
+    the N processes train data-parallel."""
     import dataclasses
 
     from tokenmix.bench import ModelSettings, ResultsStore, RunConfig, TrainingSettings
+    from tokenmix.bench.sweep import expand, parse_numbers
     from tokenmix.bench.train import train as train_run
 
-    training = {"steps": steps, "learning_rate": lr, "batch_size": batch_size, "warmup_steps": warmup_steps,
-                "weight_decay": weight_decay, "seed": seed}
+    learning_rates, seeds = parse_numbers(lr, "--lr"), parse_numbers(seed, "--seed", int)
+    training = {"steps": steps, "batch_size": batch_size, "warmup_steps": warmup_steps,
+                "weight_decay": weight_decay, "target_accuracy": target_accuracy, "precision": precision}
     model = {"dim": dim, "depth": depth, "mlp_ratio": mlp_ratio, "position_embedding": position_embedding,
              "patch_size": patch_size}
     training_settings = TrainingSettings(**{key: value for key, value in training.items() if value is not None})
     if warmup_steps is None and training_settings.warmup_steps > training_settings.steps:
         training_settings = dataclasses.replace(training_settings, warmup_steps=training_settings.steps // 10)
-    config = RunConfig(task=task, mixer=mixer, task_params=parse_assignments(param, "--param"),
-                       mixer_options=parse_assignments(option, "--option"),
-                       model=ModelSettings(**{key: value for key, value in model.items() if value is not None}),
-                       training=training_settings)
+    base = RunConfig(task=task, mixer=mixer, task_params=parse_assignments(param, "--param"),
+                     mixer_options=parse_assignments(option, "--option"),
+                     model=ModelSettings(**{key: value for key, value in model.items() if value is not None}),
+                     training=training_settings)
+    configs = expand([base], learning_rates, seeds)
     tokenmix.spec(mixer)  # an unknown mixer fails here, in one line, before any data is generated
     console = _console()
-    outcome = train_run(config, ResultsStore(db), device=device, progress=progress, console=console)
-    metrics = outcome.metrics
-    state = "already finished; not redone" if outcome.skipped else f"trained in {metrics['train_seconds']:.1f} s"
-    by_group = next((value for key, value in metrics.items() if key.startswith("accuracy_by_")), {})
-    console.print(f"run {outcome.run_id} ({state}): {mixer} on {task}: accuracy {100 * metrics['accuracy']:.2f}%, "
-                  f"token accuracy {100 * metrics['token_accuracy']:.2f}%, "
-                  + ", ".join(f"{group}: {100 * value:.1f}%" for group, value in by_group.items()))
+    store = ResultsStore(db)
+    for index, config in enumerate(configs, start=1):
+        label = mixer if len(configs) == 1 else (f"[{index}/{len(configs)}] {mixer} lr={config.training.learning_rate:g}"
+                                                 f" seed={config.training.seed}")
+        outcome = train_run(config, store, device=device, progress=progress, console=console, label=label)
+        metrics = outcome.metrics
+        state = "already finished; not redone" if outcome.skipped else f"trained in {metrics['train_seconds']:.1f} s"
+        by_group = next((value for key, value in metrics.items() if key.startswith("accuracy_by_")), {})
+        console.print(f"run {outcome.run_id} ({state}): {label} on {task}: accuracy {100 * metrics['accuracy']:.2f}%, "
+                      f"token accuracy {100 * metrics['token_accuracy']:.2f}%, "
+                      + ", ".join(f"{group}: {100 * value:.1f}%" for group, value in by_group.items()))
 
 
 @app.command()
@@ -296,6 +311,27 @@ def _report(store: Any, out: Path, console: Console) -> None:
     rows = leaderboard(store)
     console.print(terminal_table(rows) if rows else f"no finished runs in {store.path}")
     console.print(f"report written to {write_markdown(store, out)}")
+
+
+# --- analysis -----------------------------------------------------------------------------------------------
+@app.command()
+@user_errors
+def analyze(
+    tool: str = typer.Argument(..., help="erf, lipschitz, linearize, energy, reparam or cost."),
+    mixer: str = typer.Option("depthwise_conv", help="A mixer name (erf and cost: a comma list or 'all')."),
+    checkpoint: Optional[Path] = typer.Option(None, help="A state_dict (.safetensors or .pt) of the mixer (erf, "
+                                                          "linearize, reparam) or of its VisionModel (lipschitz, energy)."),
+    out: Path = typer.Option(Path("results/analysis"), help="Folder of the figures and the Markdown summary."),
+    dim: int = typer.Option(16, help="Mixer width."),
+    size: int = typer.Option(32, help="Grid side (sequence mixers: L = size²)."),
+    samples: int = typer.Option(4, help="Random inputs averaged (erf)."),
+    option: Optional[list[str]] = typer.Option(None, "--option", "-o", help="A mixer option, key=value (repeat)."),
+) -> None:
+    """Analyze a mixer: receptive field, Lipschitz bounds, linear system, first-layer energy, reparam, cost."""
+    from tokenmix.analysis.command import run_analysis
+
+    run_analysis(tool, mixer, out=out, checkpoint=checkpoint, dim=dim, size=size, samples=samples,
+                 options=parse_assignments(option, "--option"), console=_console())
 
 
 # --- documentation -----------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from tokenmix.errors import TokenmixError
 from tokenmix.tasks import create_task
 
 COLUMNS = ("mixer", "task", "setting", "model", "accuracy", "by group", "token acc.", "train time", "params",
-           "steps", "seed")
+           "steps", "lr", "seed")
 
 
 @dataclass(frozen=True)
@@ -34,11 +34,17 @@ class LeaderboardRow:
     seed: int
     run_id: str
     environment: dict[str, Any]
+    learning_rate: float = 0.0
+    dim: int = 0
+    depth: int = 0
+    mixer_name: str = ""
+    mixer_options_key: tuple = ()  # the mixer's options as sorted (key, value) pairs (hashable)
+    sequence_length: int | None = None
 
     def cells(self) -> tuple[str, ...]:
         return (self.mixer, self.task, self.setting, self.model, f"{100 * self.accuracy:.1f}%",
                 self.accuracy_by_group, f"{100 * self.token_accuracy:.1f}%", f"{self.train_seconds:.0f} s",
-                f"{self.parameters:,}", str(self.steps), str(self.seed))
+                f"{self.parameters:,}", str(self.steps), f"{self.learning_rate:g}", str(self.seed))
 
 
 def leaderboard(store: ResultsStore) -> list[LeaderboardRow]:
@@ -66,7 +72,18 @@ def _row(record: dict[str, Any]) -> LeaderboardRow:
         seed=config["training"]["seed"],
         run_id=record["run_id"],
         environment=record["environment"] or {},
+        learning_rate=config["training"]["learning_rate"],
+        dim=model["dim"],
+        depth=model["depth"],
+        mixer_name=config["mixer"],
+        mixer_options_key=tuple(sorted((key, _hashable(value)) for key, value in
+                                       config.get("mixer_options", {}).items())),
+        sequence_length=config["task_params"].get("sequence_length"),
     )
+
+
+def _hashable(value: Any) -> Any:
+    return tuple(_hashable(item) for item in value) if isinstance(value, list) else value
 
 
 def _options_label(options: dict[str, Any]) -> str:
@@ -84,15 +101,19 @@ def terminal_table(rows: list[LeaderboardRow], title: str = "tokenmix leaderboar
     """A rich table of the leaderboard."""
     table = Table(title=title)
     for column in COLUMNS:
-        numeric = column in ("accuracy", "token acc.", "train time", "params", "steps", "seed")
+        numeric = column in ("accuracy", "token acc.", "train time", "params", "steps", "lr", "seed")
         table.add_column(column, justify="right" if numeric else "left", no_wrap=column == "mixer")
     for row in rows:
         table.add_row(*row.cells())
     return table
 
 
-def markdown(rows: list[LeaderboardRow], database: Path) -> str:
-    """The leaderboard as a Markdown page, with the environments the runs were measured in."""
+def markdown(rows: list[LeaderboardRow], database: Path, *, summary: list | None = None,
+             speeds: dict[str, dict[str, Any]] | None = None, figures: list[Path] | None = None) -> str:
+    """The report as a Markdown page: the seed-averaged leaderboards at each mixer's best learning rate (`summary`),
+    one table across tasks with speed columns, the figures, every run, and the environments they ran in."""
+    from tokenmix.bench.summary import BEST_LEARNING_RATE_NOTE, cross_task_table, markdown_tables
+
     lines = [
         "# tokenmix leaderboard",
         "",
@@ -100,9 +121,20 @@ def markdown(rows: list[LeaderboardRow], database: Path) -> str:
         f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}; reproduce with `tokenmix bench`.",
         "Accuracy counts an example as right only when every answer in it is right; "
         "\"by group\" splits it by the task's group (for MQAR, the number of key-value pairs).",
-        "",
+    ]
+    if summary:
+        lines += ["", "## Leaderboards", "", BEST_LEARNING_RATE_NOTE, "State size: the numbers a causal mixer keeps "
+                  "per example after the whole sequence, over all layers (a KV cache grows with the length)."]
+        lines += markdown_tables(summary)
+        lines += ["", "## Across tasks", "", "Mean accuracy at the best learning rate and model size"
+                  + (", and the forward time measured by `tokenmix speed`." if speeds else "."), ""]
+        lines += cross_task_table(summary, speeds or {})
+    if figures:
+        lines += ["", "## Figures", ""] + [f"![{path.stem}]({path.name})" for path in figures]
+    lines += [
+        "", "## All runs", "",
         "| " + " | ".join(COLUMNS) + " |",
-        "|" + "|".join("---:" if column in ("accuracy", "token acc.", "train time", "params", "steps", "seed")
+        "|" + "|".join("---:" if column in ("accuracy", "token acc.", "train time", "params", "steps", "lr", "seed")
                        else "---" for column in COLUMNS) + "|",
     ]
     lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row.cells()) + " |" for row in rows]
@@ -120,8 +152,18 @@ def _environment_label(environment: dict[str, Any]) -> str:
 
 
 def write_markdown(store: ResultsStore, out_dir: str | Path = "results") -> Path:
-    """Write `report.md` into `out_dir` (created if needed); returns its path."""
-    path = Path(out_dir) / "report.md"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(markdown(leaderboard(store), store.path))
+    """Write `report.md`, `report.html` and the figures into `out_dir` (created if needed); returns the Markdown's
+    path."""
+    from tokenmix.bench.report_figures import markdown_to_html, write_figures
+    from tokenmix.bench.summary import speed_columns, summarize
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = leaderboard(store)
+    summary = summarize(rows)
+    figures = write_figures(summary, out)
+    text = markdown(rows, store.path, summary=summary, speeds=speed_columns(store), figures=figures)
+    path = out / "report.md"
+    path.write_text(text)
+    (out / "report.html").write_text(markdown_to_html(text, "tokenmix leaderboard"))
     return path
