@@ -1,7 +1,9 @@
-"""Log-linear Mamba-2: Mamba-2's block over the log-linear attention op (a Fenwick-tree hierarchy of states).
+"""Log-linear Mamba-2 and Log-Linear Gated DeltaNet: their blocks over the log-linear ops (a Fenwick-tree
+hierarchy of states).
 
 The hierarchy lives only in `tokenmix.ops.log_linear_attention`; this file adds the per-level weights λ to the
-Mamba-2 block of `tokenmix.sequence.gated_recurrences`.
+Mamba-2 block of `tokenmix.sequence.gated_recurrences` and to the Gated DeltaNet block of
+`tokenmix.sequence.delta_rule`.
 """
 
 from __future__ import annotations
@@ -13,10 +15,21 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tokenmix.mixer import State
-from tokenmix.ops.log_linear_attention import log_linear_attention
+from tokenmix.ops.log_linear_attention import log_linear_attention, log_linear_delta_rule
 from tokenmix.registry import register
 from tokenmix.sequence._heads import merge_heads, split_heads
+from tokenmix.sequence.delta_rule import GatedDeltaNet
 from tokenmix.sequence.gated_recurrences import Mamba2
+
+
+def _level_projection(dim: int, num_heads: int, num_levels: int) -> nn.Linear:
+    """λ_t = softplus(W_λ x_t + b_λ) per head and level, starting at λ = 1 (W_λ = 0, b_λ = softplus⁻¹(1)) so that
+    an untrained layer is exactly its linear-time parent; W_λ still receives gradients."""
+    projection = nn.Linear(dim, num_heads * num_levels)
+    with torch.no_grad():
+        projection.weight.zero_()
+        projection.bias.fill_(math.log(math.e - 1.0))
+    return projection
 
 
 @register(
@@ -50,10 +63,7 @@ class LogLinearMamba2(Mamba2):
         super().__init__(dim, num_heads=num_heads, expand=expand, state_size=state_size, conv_size=conv_size,
                          chunk_size=chunk_size, impl=impl, causal=causal)
         self.num_levels = self._positive_int("num_levels", num_levels)
-        self.level_proj = nn.Linear(dim, num_heads * num_levels)
-        with torch.no_grad():
-            self.level_proj.weight.mul_(0.1)
-            self.level_proj.bias.fill_(math.log(math.e - 1.0))
+        self.level_proj = _level_projection(dim, num_heads, num_levels)
 
     def _init_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> State:
         return {"state": torch.zeros(batch_size, self.num_heads, self.num_levels, self.state_size, self.value_dim,
@@ -82,3 +92,63 @@ class LogLinearMamba2(Mamba2):
                    "conv": cache}
         y = merge_heads(y + self.D[:, None, None] * x)
         return self.out(self.norm(y * F.silu(z))), new
+
+
+@register(
+    name="log_linear_gated_deltanet",
+    family="delta_rule",
+    layout="sequence",
+    paper="Log-Linear Attention",
+    arxiv="2506.04761",
+    impls=("reference", "recurrent"),
+    causal="always",
+    state="growing",
+    time_complexity="L log L",
+    memory_complexity="L",
+    summary="Gated DeltaNet with a Fenwick-tree hierarchy of O(log L) delta-rule states per head, each level read "
+            "with its own data-dependent weight λ_t^(ℓ): O = (A ⊙ M^S ⊙ M^H) V.",
+)
+class LogLinearGatedDeltaNet(GatedDeltaNet):
+    """Log-Linear Gated DeltaNet (Guo et al. 2025, arXiv:2506.04761, Sec. 3.3), per head:
+
+        o_t = Σ_{s≤t} λ_t^(ℓ(t,s)) β_s q_tᵀ Φ(t, s) k_s v_s,   Φ(t, s) = Π_{r=s+1..t} α_r (I - β_r k_r k_rᵀ)
+
+    i.e. Gated DeltaNet's attention matrix times the hierarchical mask M^H (ℓ(t, s) the Fenwick level), with Gated
+    DeltaNet's projections, short convolutions, gates, norm and output gate (see `gated_deltanet`) and
+    λ_t = softplus(W_λ x_t + b_λ) per head and level, starting at 1 (an untrained layer is exactly Gated DeltaNet).
+    `num_levels` states per head serve 2^(num_levels-1) tokens exactly; older tokens share the top level. Only
+    `reference` and `recurrent` exist (no chunk form yet), so `auto` is the token loop and `chunk_size` (kept so
+    the options match `gated_deltanet`'s) is unused.
+    """
+
+    def __init__(self, dim: int, *, num_heads: int = 4, use_short_conv: bool = True, conv_size: int = 4,
+                 num_levels: int = 16, chunk_size: int = 64, impl: str = "auto",
+                 causal: bool | None = None) -> None:
+        super().__init__(dim, num_heads=num_heads, use_short_conv=use_short_conv, conv_size=conv_size,
+                         chunk_size=chunk_size, impl=impl, causal=causal)
+        self.num_levels = self._positive_int("num_levels", num_levels)
+        self.level_proj = _level_projection(dim, num_heads, num_levels)
+
+    def _init_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> State:
+        state = super()._init_state(batch_size, device, dtype)
+        state["state"] = torch.zeros(batch_size, self.num_heads, self.num_levels, self.head_dim, self.head_dim,
+                                     device=device, dtype=dtype)
+        state["position"] = torch.zeros(batch_size, dtype=torch.long, device=device)
+        return state
+
+    def _mix(self, x: Tensor, state: State | None) -> tuple[Tensor, State | None]:
+        q, k, v, cache = self._features(x, state)
+        k, v = k.squeeze(3), v.squeeze(3)                                            # one key per token
+        beta = torch.sigmoid(self.beta(x)).transpose(1, 2)                          # (B, H, L)
+        levels = split_heads(F.softplus(self.level_proj(x)), self.num_heads)        # (B, H, L, levels)
+        options = dict(impl=self.impl)
+        if state is None:
+            o, new = log_linear_delta_rule(q, k, v, beta, levels, self.decay(x), **options), None
+        else:
+            start = int(state["position"][0])
+            o, memory = log_linear_delta_rule(q, k, v, beta, levels, self.decay(x), start=start,
+                                              initial_state=state["state"], return_state=True, **options)
+            new = {"state": memory.to(state["state"].dtype), "position": state["position"] + x.shape[1]}
+            if cache is not None:
+                new["conv"] = cache
+        return self.out(self.norm(o) * F.silu(self.gate(x))), new
