@@ -25,7 +25,7 @@ from tokenmix.registry import register
     summary="Axial attention: multi-head self-attention within each row, then within each column.",
 )
 class AxialAttention(HeadedGridMixer):
-    """Axial attention (Ho et al., arXiv 1912.12180), section 3: a row layer then a column layer,
+    """Axial attention (Ho et al., arXiv 1912.12180): a row layer then a column layer,
 
         z_{r,c} = Σ_{c'} softmax_{c'}(q_{r,c} · k_{r,c'} / √d) v_{r,c'}      (each row; q, k, v, W_O of its own)
         y_{r,c} = Σ_{r'} softmax_{r'}(q'_{r,c} · k'_{r',c} / √d) v'_{r',c}    (each column, on z)

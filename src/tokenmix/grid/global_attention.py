@@ -33,7 +33,7 @@ from tokenmix.registry import register
     summary="ViT multi-head self-attention over all H·W positions, with 2D sine-cosine positions.",
 )
 class VisionTransformerAttention(HeadedGridMixer):
-    """ViT multi-head self-attention (Dosovitskiy et al., arXiv 2010.11929), eq. (2)-(3) and appendix A:
+    """ViT multi-head self-attention (Dosovitskiy et al., arXiv 2010.11929), appendix A:
 
         [q, k, v] = (x + p) U_qkv,   head_h = softmax(q_h k_hᵀ / √d) v_h,   y = [head_1, ..., head_H] U_msa
 
@@ -132,7 +132,7 @@ def _channel_layer_norm(x: Tensor, norm: nn.LayerNorm) -> Tensor:
     summary="PVT spatial-reduction attention: keys and values from the grid reduced R× by a strided conv.",
 )
 class SpatialReductionAttention(HeadedGridMixer):
-    """Spatial-reduction attention of PVT (Wang et al., arXiv 2102.12122), eq. (2)-(4):
+    """Spatial-reduction attention of PVT (Wang et al., arXiv 2102.12122), section 3.3:
 
         SRA(Q, K, V) = Concat(head_1, ..., head_H) W^O,   head_j = Attention(Q W_j^Q, SR(K) W_j^K, SR(V) W_j^V)
         SR(x) = Norm(Reshape(x, R) W^S)
@@ -177,7 +177,7 @@ class SpatialReductionAttention(HeadedGridMixer):
     summary="CvT convolutional projection: q, k, v from depthwise 3×3 convs (stride s for k, v), then attention.",
 )
 class ConvolutionalProjectionAttention(HeadedGridMixer):
-    """Convolutional projection attention of CvT (Wu et al., arXiv 2103.15808), eq. (2) and section 3.2:
+    """Convolutional projection attention of CvT (Wu et al., arXiv 2103.15808), "Convolutional Projection":
 
         x^{q/k/v} = Flatten(BN(DWConv_{3×3}(Reshape2D(x)))),   then multi-head attention of
         q = x^q W^q, k = x^k W^k, v = x^v W^v
@@ -219,7 +219,7 @@ class ConvolutionalProjectionAttention(HeadedGridMixer):
     summary="CRATE MSSA: per-subspace attention with one projection U_k shared by query, key and value.",
 )
 class MultiHeadSubspaceSelfAttention(HeadedGridMixer):
-    """Multi-head subspace self-attention of CRATE (Yu et al., arXiv 2306.01129), eq. (8)-(9):
+    """Multi-head subspace self-attention of CRATE (Yu et al., arXiv 2306.01129):
 
         SSA(Z | U_k) = (U_kᵀ Z) softmax((U_kᵀ Z)ᵀ (U_kᵀ Z))
         MSSA(Z | U) = (p / (N ε²)) [U_1, ..., U_K] [SSA(Z | U_1); ...; SSA(Z | U_K)]

@@ -30,8 +30,8 @@ from tokenmix.registry import register
     summary="HaloNet: b×b query blocks attend to their block plus a halo of h pixels, relative-position logits.",
 )
 class HaloAttention(HeadedGridMixer):
-    """Blocked local self-attention with halos (Vaswani et al., arXiv 2103.12731), section 2.2, with the relative
-    position logits of stand-alone self-attention (eq. 3 of Ramachandran et al., arXiv 1906.05909):
+    """Blocked local self-attention with halos (Vaswani et al., arXiv 2103.12731), with the relative position
+    logits of stand-alone self-attention (Ramachandran et al., arXiv 1906.05909):
 
         y_i = Σ_{j ∈ N(i)} softmax_j((q_iᵀ k_j + q_iᵀ r_{j−i}) / √d) v_j
 

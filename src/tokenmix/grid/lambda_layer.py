@@ -29,7 +29,7 @@ from tokenmix.registry import register
     summary="Lambda layer: content lambda softmax(K)ᵀV plus local position lambdas (an m×m lambda conv).",
 )
 class LambdaLayer(HeadedGridMixer):
-    """Lambda layer with a local positional context (Bello, arXiv 2102.08602), eq. (1)-(3) and section 4.2:
+    """Lambda layer with a local positional context (Bello, arXiv 2102.08602):
 
         K̄ = softmax over positions of K,   λ^c = K̄ᵀ V,   λ^p_n = E_nᵀ V,   y_n = (λ^c + λ^p_n)ᵀ q_n
 
@@ -94,7 +94,7 @@ class LambdaLayer(HeadedGridMixer):
     summary="Kronecker attention: keys and values are the H row means and W column means of the grid.",
 )
 class KroneckerAttention(HeadedGridMixer):
-    """Kronecker attention operators (Gao, Wang & Ji, arXiv 2007.08442), section 3: with the grid modelled as
+    """Kronecker attention operators (Gao, Wang & Ji, arXiv 2007.08442): with the grid modelled as
     matrix-variate normal, keys and values are its row and column summaries instead of all H·W positions,
 
         X̄_row = (1/W) Σ_c X_{:, c} (H tokens),   X̄_col = (1/H) Σ_r X_{r, :} (W tokens),   S = [X̄_row; X̄_col]
@@ -102,8 +102,9 @@ class KroneckerAttention(HeadedGridMixer):
         KAO_QKV: o = Attention(S W_Q, S W_K, S W_V),  y_{r,c} = o_r + o_{H+c}   (queries summarized too)
 
     `queries` picks `full` (KAO_KV, cost N (H + W)) or `summary` (KAO_QKV, cost (H + W)², the output broadcast
-    back to the grid as an outer sum of the row and column outputs); multi-head, with an output projection.
-    Any grid size."""
+    back to the grid as an outer sum of the row and column outputs). The 1×1 projections W_Q, W_K, W_V, the
+    heads and the output projection are those of the other attention mixers here (the summaries are means, so
+    projecting before or after averaging is the same). Any grid size."""
 
     def __init__(self, dim: int, *, num_heads: int = 4, queries: str = "full", **base) -> None:
         super().__init__(dim, num_heads=num_heads, **base)

@@ -142,7 +142,7 @@ def _neighbourhood_starts(n: int, kernel: int, device: torch.device) -> Tensor:
     summary="NAT: each query attends to its k×k neighbourhood, clamped at the borders, with relative bias.",
 )
 class NeighborhoodAttention(HeadedGridMixer):
-    """Neighborhood attention (Hassani et al., arXiv 2204.07143), eq. (2)-(3):
+    """Neighborhood attention (Hassani et al., arXiv 2204.07143):
 
         A_i^k = [Q_i K_{ρ_1(i)}ᵀ + B(i, ρ_1(i)), ..., Q_i K_{ρ_k(i)}ᵀ + B(i, ρ_k(i))] / √d
         NA_k(i) = softmax(A_i^k) V_i^k

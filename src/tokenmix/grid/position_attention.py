@@ -30,7 +30,7 @@ from tokenmix.registry import register
     summary="LeViT attention: a learned per-head bias indexed by (|Δx|, |Δy|) added to the scores.",
 )
 class LeViTAttention(HeadedGridMixer):
-    """LeViT attention with attention bias (Graham et al., arXiv 2104.01136), section 4.2:
+    """LeViT attention with attention bias (Graham et al., arXiv 2104.01136), "Attention bias":
 
         A^h_{(x,y),(x',y')} = Q_{(x,y),:} · K_{(x',y'),:} / √d + B^h_{|x−x'|, |y−y'|}
         y = W_O Hardswish(softmax(A) V)
@@ -80,13 +80,13 @@ class LeViTAttention(HeadedGridMixer):
     summary="ConViT GPSA: a learned gate mixes content attention with a positional attention initialized local.",
 )
 class GatedPositionalSelfAttention(HeadedGridMixer):
-    """Gated positional self-attention of ConViT (d'Ascoli et al., arXiv 2103.10697), eq. (5)-(6):
+    """Gated positional self-attention of ConViT (d'Ascoli et al., arXiv 2103.10697):
 
         A^h_ij = (1 − σ(λ_h)) softmax_j(Q^h_i K^hᵀ_j / √d) + σ(λ_h) softmax_j(v_pos^hᵀ r_ij)
         y = W_O [A^1 V^1, ..., A^H V^H]
 
     r_ij = (δ_x, δ_y, δ_x² + δ_y²) with δ = position of j minus position of i, so the mixer accepts any grid
-    size. Locality initialization (eq. 4): head h gets a centre Δ_h on a ⌈√H⌉ × ⌈√H⌉ grid of offsets around
+    size. Locality initialization: head h gets a centre Δ_h on a ⌈√H⌉ × ⌈√H⌉ grid of offsets around
     0 and v_pos^h = α (2Δ_h,x, 2Δ_h,y, −1) (α = `locality_strength`), so its positional score is
     −α ‖δ − Δ_h‖² + const: a soft convolution; gates λ_h start at 1. Each row of A sums to 1 (a convex mix of
     two softmaxes). `reference` builds A; `sdpa` runs the two attentions as fused kernels and mixes their
