@@ -97,7 +97,7 @@ def test_bench_runs_the_suite_then_reports(database, tmp_path, monkeypatch):
                                    "num_train_examples": 32, "num_test_examples": 10},
                       model=ModelSettings(dim=16, depth=1), training=TrainingSettings(steps=2, warmup_steps=1))
             for mixer in ("attention", "linear_attention")]
-    monkeypatch.setitem(suites.SUITES, "default", lambda: tiny)
+    monkeypatch.setitem(suites.SUITES, "quick", lambda: suites.Suite("quick", tiny))
     out = tmp_path / "results"
     result = runner.invoke(app, ["bench", "--out", str(out), "--no-progress"])
     assert result.exit_code == 0, result.output

@@ -6,9 +6,11 @@ import math
 
 import pytest
 
+import tokenmix
+
 import tokenmix.bench.train as train_module
 from tokenmix.bench import ModelSettings, ResultsStore, RunConfig, TrainingSettings
-from tokenmix.bench.suites import default_suite, run_suite
+from tokenmix.bench.suites import SUITES, quick_suite, run_suite
 from tokenmix.bench.train import learning_rate_factor, train
 
 TINY_TASK = {"vocab_size": 16, "sequence_length": 16, "num_kv_pairs": (2, 3), "num_train_examples": 64,
@@ -101,7 +103,19 @@ def test_learning_rate_warms_up_then_decays_to_zero():
     assert learning_rate_factor(110, settings) == pytest.approx(0.0)
 
 
-def test_the_default_suite_is_the_four_baselines_on_one_mqar_setting():
-    suite = default_suite()
-    assert [config.mixer for config in suite] == ["attention", "linear_attention", "retnet", "gla"]
-    assert len({str(config.as_dict()["task_params"]) for config in suite}) == 1
+def test_the_quick_suite_has_one_main_member_per_family_on_one_mqar_setting():
+    suite = quick_suite()
+    mqar = [config for config in suite.runs if config.task == "mqar"]
+    assert [config.mixer for config in mqar] == ["attention", "based", "gla", "deltanet", "mamba2", "hyena"]
+    assert len({str(config.as_dict()["task_params"]) for config in mqar}) == 1
+    assert suite.speed is not None and set(suite.speed.mixers) <= {config.mixer for config in suite.runs}
+
+
+@pytest.mark.parametrize("name", sorted(SUITES))
+def test_every_suite_names_valid_tasks_mixers_and_options(name):
+    suite = SUITES[name]()
+    assert suite.runs
+    for config in suite.runs:
+        tokenmix.spec(config.mixer)
+        config.as_dict()  # validates the task and its parameters
+    assert len({str(config.as_dict()) for config in suite.runs}) == len(suite.runs)  # no run twice

@@ -193,27 +193,44 @@ def train(
 @app.command()
 @user_errors
 def bench(
-    suite: str = typer.Option("default", help="Which suite to run."),
+    suite: str = typer.Option("quick", help="quick (minutes on 2 CPU cores), standard (hours on a CPU) or full "
+                                            "(a GPU or a cluster)."),
+    lr: Optional[str] = typer.Option(None, "--lr", help="Sweep these learning rates over every run (1e-3,3e-3)."),
+    seed: Optional[str] = typer.Option(None, help="Run every run with each of these seeds (0,1,2)."),
+    speed: bool = typer.Option(True, "--speed/--no-speed", help="Run the suite's speed sweep too."),
     db: Optional[Path] = typer.Option(None, help="Results database (default: $TOKENMIX_DB or the cache folder)."),
-    out: Path = typer.Option(Path("results"), help="Folder of the Markdown report."),
+    out: Path = typer.Option(Path("results"), help="Folder of the report (Markdown, HTML, figures)."),
     device: str = typer.Option("auto", help="'auto' (CUDA when present), 'cpu', 'cuda', ..."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
     """Run a benchmark suite (skipping runs already finished), then print and write the report."""
+    import dataclasses
     import time
 
     from tokenmix.bench import ResultsStore
     from tokenmix.bench.suites import SUITES, run_suite
+    from tokenmix.bench.sweep import expand, parse_numbers
     from tokenmix.errors import unknown_name
 
     if suite not in SUITES:
         raise unknown_name("suite", suite, SUITES)
+    chosen = SUITES[suite]()
+    runs = expand(chosen.runs, parse_numbers(lr, "--lr"), parse_numbers(seed, "--seed", int))
     console = _console()
     store = ResultsStore(db)
     start = time.perf_counter()
-    run_suite(SUITES[suite](), store, progress=progress, console=console, device=device)
+    run_suite(runs, store, progress=progress, console=console, device=device)
+    speed_ids = None
+    if speed and chosen.speed is not None:
+        from tokenmix.bench.speed import sweep
+
+        settings = dataclasses.replace(chosen.speed, device=device)
+        console.print(f"speed sweep: {', '.join(settings.mixers)} at lengths {settings.lengths}")
+        speed_ids = sweep(settings, store, console=console, progress=progress).run_ids
     console.print(f"suite {suite!r} done in {time.perf_counter() - start:.0f} s; results in {store.path}")
     _report(store, out, console)
+    if speed_ids:
+        _speed_report(store, out, console, speed_ids)
 
 
 @app.command()

@@ -1,46 +1,124 @@
-"""Benchmark suites: lists of runs. `tokenmix bench` runs the default one, skipping runs already finished.
+"""Benchmark suites: training runs (and a speed sweep) that `tokenmix bench --suite NAME` runs, skipping what is done.
 
-The default suite compares the four linear-attention-family baselines on one small MQAR setting, sized so that the
-whole suite takes a few minutes on a 2-core CPU and softmax attention solves it (≥ 99% of examples right).
+- `quick` (the default): minutes on 2 CPU cores. MQAR at one small setting for a main member of each family, so
+  the zoology ordering shows (attention solves it, the delta rule nearly, gated convolutions fall behind),
+  MNIST-1D for a few mixers, and a short forward-time sweep.
+- `standard`: hours on a CPU. The main mixers on MQAR at two widths, Zoology's (length, pairs) grid, the synthetic
+  recall tasks and the small classification tasks, over a learning-rate sweep and 3 seeds.
+- `full`: for a GPU or a cluster. Every causal sequence mixer on the full MQAR grid at three widths, four learning
+  rates, 3 seeds, and the long-range tasks.
+
+The MQAR setting of `quick` was tuned on a 2-core CPU so that attention solves it (≥ 99%) with margin:
+- vocabulary 64: each key and value embedding is trained often enough for attention's recall circuit to form
+  within a few hundred steps (with 128 it formed later and plateaued near 97% in the same budget);
+- 64,000 training examples, one pass at 1,000 steps × 64, so none is seen twice: with 10,000 examples repeated
+  for six epochs the training loss reached 0 while test accuracy stayed at 98.6% (memorization);
+- learned absolute positions in the backbone (for every mixer): a noise token can repeat a key after the context,
+  and knowing where the context ends settles which occurrence holds the answer (without them attention ended at
+  98.6–99.6% depending on the seed; with them 99.9–100% over two seeds);
+- 1,000 steps: the recall circuit forms abruptly somewhere between steps 200 and 600 depending on the seed, and
+  the rest of the cosine schedule polishes it; with 800 steps, seed 0 formed it late and ended at 99.1%.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from rich.console import Console
 
 import tokenmix
 from tokenmix.bench.config import ModelSettings, RunConfig, TrainingSettings
 from tokenmix.bench.store import ResultsStore
+from tokenmix.bench.sweep import expand
 from tokenmix.bench.train import RunOutcome, train
 
-DEFAULT_MIXERS = ("attention", "linear_attention", "retnet", "gla")
-
-# Tuned on a 2-core CPU so that attention solves MQAR (≥ 99%) with margin in a minute or two on an idle machine:
-# - vocabulary 64: each key and value embedding is trained often enough for attention's recall circuit to form
-#   within a few hundred steps (with 128 it formed later and plateaued near 97% in the same budget);
-# - 64,000 training examples, one pass at 1,000 steps × 64, so none is seen twice: with 10,000 examples repeated
-#   for six epochs the training loss reached 0 while test accuracy stayed at 98.6% (memorization);
-# - learned absolute positions in the backbone (for every mixer): a noise token can repeat a key after the context,
-#   and knowing where the context ends settles which occurrence holds the answer (without them attention ended at
-#   98.6–99.6% depending on the seed; with them 99.9–100% over two seeds);
-# - 1,000 steps: the recall circuit forms abruptly somewhere between steps 200 and 600 depending on the seed, and
-#   the rest of the cosine schedule polishes it; with 800 steps, seed 0 formed it late and ended at 99.1%.
 DEFAULT_TASK = {"vocab_size": 64, "sequence_length": 64, "num_kv_pairs": (4, 8), "num_train_examples": 64_000,
                 "num_test_examples": 1_000, "seed": 0}
 DEFAULT_MODEL = ModelSettings(dim=64, depth=2, mlp_ratio=4.0, position_embedding=True)
 DEFAULT_TRAINING = TrainingSettings(steps=1000, batch_size=64, learning_rate=3e-3, weight_decay=0.1,
                                     warmup_steps=50, gradient_clip=1.0, seed=0, eval_every=200)
 
+# One main member per family: softmax attention, a feature-map linear attention, a gated linear attention, the
+# delta rule, a selective state space and a gated long convolution.
+QUICK_MQAR_MIXERS = ("attention", "based", "gla", "deltanet", "mamba2", "hyena")
+QUICK_MNIST1D_MIXERS = ("attention", "deltanet", "hyena")
+QUICK_SPEED_MIXERS = ("attention", "gla", "deltanet", "hyena")
+STANDARD_MIXERS = ("attention", "sliding_window", "linear_attention", "based", "retnet", "gla", "hgrn2",
+                   "deltanet", "gated_deltanet", "mamba", "mamba2", "mlstm", "hyena", "s4d", "h3")
+MNIST1D_TRAINING = TrainingSettings(steps=2000, batch_size=100, learning_rate=3e-3, weight_decay=0.1,
+                                    warmup_steps=100, seed=0, eval_every=500)
 
-def default_suite() -> list[RunConfig]:
-    """The runs of `tokenmix bench`: each default mixer on the default MQAR setting, one seed."""
-    return [RunConfig(task="mqar", mixer=mixer, task_params=dict(DEFAULT_TASK), model=DEFAULT_MODEL,
-                      training=DEFAULT_TRAINING) for mixer in DEFAULT_MIXERS]
+
+@dataclass(frozen=True)
+class Suite:
+    """A suite: its training runs and, optionally, the speed sweep that goes with them."""
+
+    name: str
+    runs: list[RunConfig]
+    speed: object | None = None  # a `SpeedSettings`; typed loosely so importing suites does not import the sweep
+    notes: tuple[str, ...] = field(default=())
 
 
-SUITES: dict[str, Callable[[], list[RunConfig]]] = {"default": default_suite}
+def _mqar(mixers, model: ModelSettings = DEFAULT_MODEL, training: TrainingSettings = DEFAULT_TRAINING,
+          task: str = "mqar", params: dict | None = None) -> list[RunConfig]:
+    return [RunConfig(task=task, mixer=mixer, task_params=dict(DEFAULT_TASK if params is None else params),
+                      model=model, training=training) for mixer in mixers]
+
+
+def _classification(task: str, mixers, training: TrainingSettings, params: dict | None = None,
+                    model: ModelSettings = ModelSettings(dim=64, depth=2, position_embedding=True)) -> list[RunConfig]:
+    return [RunConfig(task=task, mixer=mixer, task_params=dict(params or {}), model=model, training=training)
+            for mixer in mixers]
+
+
+def quick_suite() -> Suite:
+    from tokenmix.bench.speed import SpeedSettings
+
+    runs = _mqar(QUICK_MQAR_MIXERS) + _classification("mnist1d", QUICK_MNIST1D_MIXERS, MNIST1D_TRAINING)
+    speed = SpeedSettings(mixers=QUICK_SPEED_MIXERS, lengths=(256, 512, 1024, 2048), dim=128, heads=4, mode="fwd",
+                          min_run_time=0.1, max_seconds=10.0)
+    return Suite("quick", runs, speed)
+
+
+def standard_suite() -> Suite:
+    from tokenmix.bench.speed import SpeedSettings
+
+    rates, seeds = (1e-3, 3e-3, 1e-2), (0, 1, 2)
+    grid_model = ModelSettings(dim=128, depth=2, position_embedding=True)
+    grid_training = TrainingSettings(steps=4000, batch_size=64, learning_rate=3e-3, warmup_steps=200, eval_every=1000)
+    runs = expand(_mqar(STANDARD_MIXERS) + _mqar(STANDARD_MIXERS, model=ModelSettings(dim=128, depth=2)), rates)
+    runs += expand(_mqar(STANDARD_MIXERS, grid_model, grid_training, task="mqar_grid", params={}), rates)
+    small = TrainingSettings(steps=2000, batch_size=64, learning_rate=3e-3, warmup_steps=100, eval_every=500)
+    for task in ("selective_copying", "induction_heads"):
+        runs += _classification(task, STANDARD_MIXERS, small)
+    for task in ("mnist1d", "digits"):
+        runs += expand(_classification(task, STANDARD_MIXERS, MNIST1D_TRAINING), rates, seeds)
+    speed = SpeedSettings(mixers=STANDARD_MIXERS, lengths=(256, 512, 1024, 2048, 4096, 8192), dim=256, heads=4,
+                          mode="fwd", min_run_time=0.2, max_seconds=30.0)
+    return Suite("standard", runs, speed)
+
+
+def full_suite() -> Suite:
+    from tokenmix.bench.speed import SpeedSettings
+
+    causal = [name for name in tokenmix.available("sequence") if tokenmix.spec(name).causal != "never"]
+    rates, seeds = (3e-4, 1e-3, 3e-3, 1e-2), (0, 1, 2)
+    training = TrainingSettings(steps=20_000, batch_size=64, learning_rate=1e-3, warmup_steps=1000, eval_every=2000)
+    runs = []
+    for dim in (64, 128, 256):
+        runs += expand(_mqar(causal, ModelSettings(dim=dim, depth=2), training, task="mqar_grid", params={}),
+                       rates, seeds)
+    long_training = TrainingSettings(steps=50_000, batch_size=32, learning_rate=1e-3, warmup_steps=1000,
+                                     eval_every=5000)
+    for task in ("listops", "pathfinder"):
+        runs += expand(_classification(task, causal, long_training), rates, seeds)
+    speed = SpeedSettings(mixers=tuple(causal), lengths=tuple(2 ** k for k in range(8, 17)), dim=512, heads=8,
+                          mode="fwdbwd", min_run_time=0.5, max_seconds=120.0)
+    return Suite("full", runs, speed)
+
+
+SUITES: dict[str, Callable[[], Suite]] = {"quick": quick_suite, "standard": standard_suite, "full": full_suite}
 
 
 def run_suite(configs: list[RunConfig], store: ResultsStore, *, progress: bool | None = None,
