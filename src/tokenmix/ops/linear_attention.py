@@ -34,6 +34,12 @@ Forms (`impl`):
   sub-chunks inside a chunk (as in the GLA paper's secondary chunking) so no `(C, C, K)` tensor is built.
 
 `causal=False` is the global form `o_t = (Σ_s k_s v_sᵀ)ᵀ q_t` (no decay, no state).
+
+`impl="auto"` (`auto_impl`): `recurrent` for L ≤ 2; `recurrent` on CPU when no gradient is needed, the decay is a
+per-channel vector and L ≤ 8192 (forward-only, the token loop beats the stable vector-decay chunk form 1.1-2.5×
+there, docs/performance.md; beyond 8192 it is not measured); `chunk` otherwise (training: chunk forward+backward
+is 6-10× faster than the loop; scalar decays: chunk is faster at every measured length; CUDA: a token loop is one
+kernel launch per token).
 """
 
 from __future__ import annotations
@@ -47,6 +53,17 @@ from tokenmix.ops._checks import check_head_tensors, check_impl, compute_dtype
 
 IMPLS = ("reference", "recurrent", "chunk", "scan")
 SUB_CHUNK = 16
+RECURRENT_INFERENCE_MAX_LENGTH = 8192  # the longest length at which recurrent was measured faster forward-only
+
+
+def auto_impl(length: int, *, vector_decay: bool, needs_grad: bool, device_type: str) -> str:
+    """The form `impl="auto"` takes (the rule in the module docstring)."""
+    if length <= 2:
+        return "recurrent"
+    if (vector_decay and not needs_grad and device_type == "cpu"
+            and length <= RECURRENT_INFERENCE_MAX_LENGTH):
+        return "recurrent"
+    return "chunk"
 
 
 def linear_attention(q: Tensor, k: Tensor, v: Tensor, log_decay: Tensor | float | None = None, *,
@@ -116,7 +133,10 @@ def linear_attention(q: Tensor, k: Tensor, v: Tensor, log_decay: Tensor | float 
         m = m[:, :, None, None]                                      # (B, H, 1, 1)
 
     if impl == "auto":
-        impl = "recurrent" if length <= 2 else "chunk"
+        inputs = [q, k, v, state] + [t for t in (g, li, m) if t is not None]
+        needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in inputs)
+        impl = auto_impl(length, vector_decay=g is not None and g.shape[-1] > 1, needs_grad=needs_grad,
+                         device_type=q.device.type)
     if impl == "scan" and gated:
         raise MixerInputError(f"{op}: impl='scan' does not take log_input_gate; use reference, recurrent or chunk")
     if impl == "reference":
