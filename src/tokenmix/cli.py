@@ -254,7 +254,9 @@ def speed(
     min_run_time: float = typer.Option(0.2, help="Seconds of timed calls per point."),
     max_seconds: float = typer.Option(60.0, help="A call slower than this (or predicted to be) fails its point."),
     db: Optional[Path] = typer.Option(None, help="Results database (default: $TOKENMIX_DB or the cache folder)."),
-    out: Path = typer.Option(Path("results"), help="Folder of speed.md and the plots."),
+    out: Path = typer.Option(Path("results"), help="Folder of speed.md, speed.html and the plots."),
+    docs: Optional[Path] = typer.Option(None, help="Also write the tables into this Markdown file's generated "
+                                                   "section (e.g. docs/performance.md), replacing the last one."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Time and peak memory of mixers as the length grows; fitted exponents, crossovers, the machine's limits."""
@@ -285,6 +287,13 @@ def speed(
     console.print(f"{outcome.measured} points measured, {outcome.skipped} already finished, {outcome.failed} failed "
                   f"in {time.perf_counter() - start:.0f} s; results in {store.path}")
     _speed_report(store, out, console, outcome.run_ids, pair_list)
+    if docs is not None:
+        from tokenmix.bench.speed_report import write_into_docs
+
+        command = (f"tokenmix speed --mixers {mixers} --lengths {lengths} --sizes {sizes} --dim {dim} --heads {heads}"
+                   f" --mode {mode} --dtype {dtype} --batch {batch}" + (f" --threads {threads}" if threads else "")
+                   + f" --docs {docs}")
+        console.print(f"tables written into {write_into_docs(store, docs, outcome.run_ids, pair_list, command)}")
 
 
 def _speed_report(store: Any, out: Path, console: Console, run_ids: Optional[list[str]] = None,
