@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.tokenmix-installed
 
-.PHONY: install test bench docs clean
+.PHONY: install test bench docs performance clean
 
 install: $(STAMP)
 
@@ -25,6 +25,11 @@ bench: install
 
 docs: install
 	$(VENV)/bin/tokenmix docs
+
+# Every registered mixer at the default speed sweep, written into docs/performance.md's generated section.
+# Run it on a quiet machine: other jobs on the cores inflate and scatter every time.
+performance: install
+	$(VENV)/bin/tokenmix speed --mixers all --threads 2 --out results/performance --docs docs/performance.md
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info
