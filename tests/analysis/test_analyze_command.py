@@ -26,7 +26,7 @@ def test_analyze_erf_writes_a_heat_map_and_a_summary_with_numbers(tmp_path):
     assert len(_numbers(row)) == 3 and all(0 < value <= 2.83 for value in _numbers(row)[1:])
 
 
-@pytest.mark.parametrize("tool", ["lipschitz", "linearize"])
+@pytest.mark.parametrize("tool", ["lipschitz", "linearize", "energy"])
 def test_analyze_other_tools_write_their_files(tmp_path, tool):
     result = runner.invoke(app, ["analyze", tool, "--mixer", "depthwise_conv", "--out", str(tmp_path),
                                  "--size", "16", "--dim", "8"])

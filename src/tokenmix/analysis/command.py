@@ -47,11 +47,11 @@ def _load_checkpoint(module: torch.nn.Module, checkpoint: Path | None) -> None:
         raise MixerInputError(f"checkpoint {checkpoint} does not fit: {str(error).splitlines()[0]}") from None
 
 
-def _backbone(name: str, options: dict[str, Any], checkpoint: Path | None) -> torch.nn.Module:
+def _backbone(name: str, options: dict[str, Any], checkpoint: Path | None, in_channels: int = 3) -> torch.nn.Module:
     from tokenmix.models.vision import VisionModel
 
     torch.manual_seed(0)
-    model = VisionModel(name, mixer_options=options, **SMALL_BACKBONE)
+    model = VisionModel(name, mixer_options=options, in_channels=in_channels, **SMALL_BACKBONE)
     _load_checkpoint(model, checkpoint)
     return model.eval()
 
@@ -246,7 +246,7 @@ def _cost(names, out, **_) -> list[str]:
 def _energy(names, out, *, options, checkpoint, **_) -> list[str]:
     from tokenmix.analysis.energy import energy_summary
 
-    model = _backbone(names[0], options, checkpoint)
+    model = _backbone(names[0], options, checkpoint, in_channels=1)   # the digits images: 1 channel
     return energy_summary(model.stem.weight.detach(), out / "energy.png", trained=checkpoint is not None)
 
 
