@@ -40,6 +40,17 @@ def test_levels_are_the_fenwick_partition():
             assert len(bucket) == (1 if level == 0 else 2 ** (level - 1))
 
 
+def test_levels_on_hand_cases():
+    """Log-Linear Attention (arXiv:2506.04761) Sec. 3.1: query t = 6 (110b) sees itself (level 0), the bucket
+    {4, 5} (level 2, size 2) and {0..3} (level 3, size 4); level 1 is empty since bit 0 of 6 is 0. t = 13 (1101b):
+    {13} 0, {12} 1, {8..11} 3, {0..7} 4, level 2 empty."""
+    def levels(t):
+        return [int(fenwick_level(torch.tensor(t), torch.tensor(s), 10)) for s in range(t + 1)]
+    assert levels(6) == [3, 3, 3, 3, 2, 2, 0]
+    assert levels(13) == [4] * 8 + [3] * 4 + [1, 0]
+    assert int(fenwick_level(torch.tensor(13), torch.tensor(0), 3)) == 2    # capped at num_levels - 1
+
+
 def test_reference_equals_explicit_buckets():
     length, num_levels = 13, 5
     q, k, v, lam, g = inputs(length, num_levels)

@@ -34,6 +34,27 @@ def test_hgrn2_forget_gate_respects_its_lower_bound():
 
 
 def test_lightning_decays_are_alibi_slopes():
+    # H = 4: slopes 2^(-8h/4) = 1/4, 1/16, 1/64, 1/256, times (1 - l/(L-1) + 1e-5) as the authors' layer
     m = tokenmix.create("lightning_attention", 8, num_heads=4)
-    expected = -(2.0 ** (-8.0 * torch.arange(1, 5) / 4))
+    expected = -torch.tensor([1 / 4, 1 / 16, 1 / 64, 1 / 256], dtype=torch.float64) * (1 + 1e-5)
     torch.testing.assert_close(m.log_decay, expected.float())
+    last_layer = tokenmix.create("lightning_attention", 8, num_heads=4, layer_ratio=1.0)
+    torch.testing.assert_close(last_layer.log_decay, (expected / (1 + 1e-5) * 1e-5).float())  # still decays
+
+
+def test_hgrn2_is_its_gated_recurrence():
+    """S_t = Diag(f_t) S_{t-1} + (1 - f_t) i_tᵀ with f_t = γ + (1-γ)σ(W_f x), o_t = S_tᵀ SiLU(W_q x_t) / √K,
+    y = W_o RMSNorm(o) over all heads' channels, no output gate (HGRN2, arXiv:2404.07904)."""
+    m = tokenmix.create("hgrn2", 8, num_heads=2, lower_bound=0.5, impl="chunk", chunk_size=3).double()
+    x = torch.randn(1, 7, 8, dtype=torch.float64)
+    q, f, i = m.proj(x).chunk(3, dim=-1)
+    q, forget = F.silu(q), 0.5 + 0.5 * torch.sigmoid(f)
+    state = torch.zeros(1, 2, 4, 4, dtype=torch.float64)          # (B, H, K, V)
+    outputs = []
+    for t in range(7):
+        f_t, k_t, i_t = (z[:, t].unflatten(-1, (2, 4)) for z in (forget, 1 - forget, i))
+        state = f_t[..., None] * state + k_t[..., None] * i_t[..., None, :]
+        outputs.append(torch.einsum("bhkv,bhk->bhv", state, q[:, t].unflatten(-1, (2, 4))) / 2.0)  # 1/√K
+    o = torch.stack(outputs, dim=1).flatten(-2)                   # (B, L, D)
+    normalized = o * torch.rsqrt(o.pow(2).mean(-1, keepdim=True) + 1e-5) * m.norm.weight
+    torch.testing.assert_close(m(x), m.out(normalized), rtol=1e-10, atol=1e-10)

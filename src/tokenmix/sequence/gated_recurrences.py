@@ -108,14 +108,17 @@ class Mamba2(_LinearAttentionMixer):
     time_complexity="L",
     memory_complexity="L",
     summary="Gated linear RNN with outer-product state expansion: forget gate f_t (with a lower bound) as a vector "
-            "decay, the input gate tied to 1 - f_t as the key, SiLU query, RMS norm and output gate.",
+            "decay, the input gate tied to 1 - f_t as the key, SiLU query (HGRN's output gate), RMS norm.",
 )
 class HGRN2(_LinearAttentionMixer):
     """HGRN2 (Qin et al. 2024, arXiv:2404.07904), per head:
 
         f_t = γ + (1 - γ) σ(W_f x_t),   S_t = Diag(f_t) S_{t-1} + (1 - f_t) i_tᵀ,   o_t = S_tᵀ q_t / √K
-        with i_t = W_i x_t, q_t = SiLU(W_q x_t);   y = W_o(RMSNorm_h(o) ⊙ SiLU(W_g x))
+        with i_t = W_i x_t, q_t = SiLU(W_q x_t);   y = W_o RMSNorm(o)
 
+    The query takes the place of HGRN's output gate, so there is no further gate; the RMS norm (with a gain) spans
+    all heads' channels together. Both as in the authors' released layer (flash-linear-attention's `HGRN2Attention`,
+    by the paper's authors); an earlier version here had an extra SiLU output gate and a per-head norm.
     `lower_bound` is γ (the paper learns one per layer, rising with depth; a single layer takes it as an option).
     """
 
@@ -129,8 +132,7 @@ class HGRN2(_LinearAttentionMixer):
         self.num_heads = num_heads
         self.key_dim = self.value_dim = check_heads(self.spec.name, dim, num_heads)
         self.proj = nn.Linear(dim, 3 * dim, bias=False)        # q, f, i
-        self.gate = nn.Linear(dim, dim, bias=False)
-        self.norm = HeadNorm(num_heads, self.value_dim, centered=False)
+        self.norm = _RMSNorm(dim)
         self.out = nn.Linear(dim, dim, bias=False)
 
     def _mix(self, x: Tensor, state: State | None) -> tuple[Tensor, State | None]:
@@ -140,7 +142,7 @@ class HGRN2(_LinearAttentionMixer):
         # log f computed from the logit so that f → 1 keeps full precision
         log_forget = F.logsigmoid(f) if gamma == 0.0 else forget.log()
         o, state = self._run(F.silu(q), 1.0 - forget, i, log_forget, state)
-        return self.out(self.norm(o) * F.silu(self.gate(x))), state
+        return self.out(self.norm(merge_heads(o))), state
 
 
 @register(
@@ -161,10 +163,13 @@ class LightningAttention(_LinearAttentionMixer):
     """Lightning attention in the TransNormerLLM block (Qin et al., arXiv:2401.04658, arXiv:2307.14995):
 
         q, k = SiLU(W_q x), SiLU(W_k x),  v = W_v x,  S_t = λ_h S_{t-1} + k_t v_tᵀ,  o_t = S_tᵀ q_t
-        y = W_o(SRMSNorm(o) ⊙ W_u x),    λ_h = exp(-2^(-8h/H) · (1 - layer_ratio)),  h = 1..H
+        y = W_o(SRMSNorm(o) ⊙ W_u x),    λ_h = exp(-2^(-8h/H) · (1 - layer_ratio + 10⁻⁵)),  h = 1..H
 
     Intra-block masked products plus the inter-block state (Lightning Attention-2's tiling) is `impl="chunk"`.
-    Deviations: no LRPE-d positional encoding; the norm has no gain per head beyond HeadNorm's (RMS per head).
+    The decays are the authors' released ones (ALiBi slopes 2^(-8h/H) scaled by 1 - l/(L-1) + 10⁻⁵ for layer l of
+    L, the 10⁻⁵ keeping a slight decay in the last layer); for a head count that is not a power of two ALiBi
+    interleaves slopes, here 2^(-8h/H) is used for every H. Deviations: no LRPE-d positional encoding; the norm has
+    no gain per head beyond HeadNorm's (RMS per head).
     """
 
     def __init__(self, dim: int, *, num_heads: int = 4, layer_ratio: float = 0.0, chunk_size: int = 64,
@@ -179,7 +184,7 @@ class LightningAttention(_LinearAttentionMixer):
         self.norm = HeadNorm(num_heads, self.value_dim, centered=False)
         self.out = nn.Linear(dim, dim, bias=False)
         heads = torch.arange(1, num_heads + 1, dtype=torch.float64)
-        slopes = 2.0 ** (-8.0 * heads / num_heads) * (1.0 - layer_ratio)
+        slopes = 2.0 ** (-8.0 * heads / num_heads) * (1.0 - layer_ratio + 1e-5)
         self.register_buffer("log_decay", (-slopes).float())
 
     def _mix(self, x: Tensor, state: State | None) -> tuple[Tensor, State | None]:
