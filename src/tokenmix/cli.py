@@ -343,7 +343,7 @@ def _report(store: Any, out: Path, console: Console) -> None:
 @app.command()
 @user_errors
 def analyze(
-    tool: str = typer.Argument(..., help="erf, lipschitz, linearize, energy, reparam or cost."),
+    tool: str = typer.Argument(..., help="erf, lipschitz, linearize, energy, reparam, cost or distill."),
     mixer: str = typer.Option("depthwise_conv", help="A mixer name (erf and cost: a comma list or 'all')."),
     checkpoint: Optional[Path] = typer.Option(None, help="A state_dict (.safetensors or .pt) of the mixer (erf, "
                                                           "linearize, reparam) or of its VisionModel (lipschitz, energy)."),

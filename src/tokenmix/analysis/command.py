@@ -1,6 +1,6 @@
 """`tokenmix analyze TOOL --mixer NAME`: run one analysis tool, write PNG figures and a Markdown summary.
 
-TOOL is one of erf, lipschitz, linearize, energy, reparam, cost. `--mixer` takes one name, a comma list, or
+TOOL is one of erf, lipschitz, linearize, energy, reparam, cost, distill. `--mixer` takes one name, a comma list, or
 `all` (erf and cost only: a table across mixers). Each tool writes `<out>/<tool>.md` and its figures beside it;
 the same functions are importable from the tool modules (tokenmix.analysis.*).
 """
@@ -250,9 +250,28 @@ def _energy(names, out, *, options, checkpoint, **_) -> list[str]:
     return energy_summary(model.stem.weight.detach(), out / "energy.png", trained=checkpoint is not None)
 
 
+def _distill(names, out, *, dim, options, checkpoint, **_) -> list[str]:
+    from tokenmix.analysis.distillation import distillation_curve, plot_distillation
+
+    name, length = names[0], 256
+    options = {"kernel_length": length, **options} if "kernel_length" in tokenmix.spec(name).options else options
+    rows = distillation_curve(_mixer(name, dim, options, checkpoint), [1, 2, 4, 8, 16, 32], length)
+    plot_distillation(rows, out / "distill.png", f"{name}: filter fit by d modes (L = {length})")
+    with_output = "output_error" in rows[0]
+    lines = [f"Modal fit of the long filters of `{name}` (D = {dim}, L = {length}) by d complex modes "
+             "(tokenmix.ops.modal_fit; for Hyena the distilled `laughing_hyena` of `to_recurrent(d)`, whose "
+             "output is compared on random inputs).\n",
+             "| modes d | filter error (median) | filter error (max) |" + (" output error |" if with_output else ""),
+             "|---|---|---|" + ("---|" if with_output else "")]
+    for row in rows:
+        lines.append(f"| {row['order']} | {row['filter_error_median']:.3e} | {row['filter_error_max']:.3e} |"
+                     + (f" {row['output_error']:.3e} |" if with_output else ""))
+    return lines + ["\n![error against order](distill.png)"]
+
+
 TOOLS: dict[str, tuple[Callable[..., list[str]], bool]] = {
     "erf": (_erf, True), "lipschitz": (_lipschitz, False), "linearize": (_linearize, False),
-    "energy": (_energy, False), "reparam": (_reparam, False), "cost": (_cost, True)}
+    "energy": (_energy, False), "reparam": (_reparam, False), "cost": (_cost, True), "distill": (_distill, False)}
 
 
 def run_analysis(tool: str, mixer: str, *, out: Path, checkpoint: Path | None = None, dim: int = 16,
