@@ -78,8 +78,15 @@ def _row(record: dict[str, Any]) -> LeaderboardRow:
         mixer_name=config["mixer"],
         mixer_options_key=tuple(sorted((key, _hashable(value)) for key, value in
                                        config.get("mixer_options", {}).items())),
-        sequence_length=config["task_params"].get("sequence_length"),
+        sequence_length=_sequence_length(config["task"], config["task_params"]),
     )
+
+
+def _sequence_length(task: str, params: dict[str, Any]) -> int | None:
+    try:
+        return int(create_task(task, **params).sequence_length)
+    except (TokenmixError, AttributeError, NotImplementedError, TypeError):
+        return params.get("sequence_length")
 
 
 def _hashable(value: Any) -> Any:
