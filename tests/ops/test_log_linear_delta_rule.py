@@ -1,5 +1,5 @@
 """Log-Linear Gated DeltaNet's op (arXiv:2506.04761, Sec. 3.3): the hierarchical mask over the gated delta rule's
-attention matrix, checked against explicit transition products, then `recurrent` against `reference`."""
+attention matrix, checked against explicit transition products, then `recurrent` and `chunk` against `reference`."""
 
 from __future__ import annotations
 
@@ -50,12 +50,13 @@ def test_reference_is_the_masked_gated_delta_attention_matrix():
 def test_equal_level_weights_give_gated_deltanet():
     q, k, v, beta, lam, g = inputs(19, 5)
     expected = delta_rule(q, k, v, beta, g, impl="recurrent")
-    for impl in ("reference", "recurrent"):
-        o = log_linear_delta_rule(q, k, v, beta, torch.ones_like(lam), g, impl=impl)
+    for impl in ("reference", "recurrent", "chunk"):
+        o = log_linear_delta_rule(q, k, v, beta, torch.ones_like(lam), g, impl=impl, chunk_size=4)
         torch.testing.assert_close(o, expected, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("length,num_levels,start", [(1, 3, 0), (7, 3, 0), (13, 5, 5), (20, 2, 8), (33, 6, 3)])
+@pytest.mark.parametrize("length,num_levels,start",
+                         [(1, 3, 0), (7, 3, 0), (13, 5, 5), (20, 2, 8), (33, 6, 3), (37, 4, 0), (40, 7, 16)])
 def test_recurrent_equals_reference_with_initial_state(length, num_levels, start):
     q, k, v, beta, lam, g = inputs(length, num_levels)
     initial = torch.randn(B, H, num_levels, 3, 2, dtype=torch.float64)
@@ -65,18 +66,24 @@ def test_recurrent_equals_reference_with_initial_state(length, num_levels, start
                                          initial_state=initial, return_state=True)
     torch.testing.assert_close(o_rec, o_ref, rtol=1e-11, atol=1e-12)
     torch.testing.assert_close(s_rec, s_ref, rtol=1e-11, atol=1e-12)
+    for chunk_size in (4, 8, 6):  # 6 runs as chunks of 4, the largest power of two ≤ 6
+        o_chunk, s_chunk = log_linear_delta_rule(q, k, v, beta, lam, g, impl="chunk", start=start,
+                                                 initial_state=initial, return_state=True, chunk_size=chunk_size)
+        torch.testing.assert_close(o_chunk, o_ref, rtol=1e-11, atol=1e-12)
+        torch.testing.assert_close(s_chunk, s_ref, rtol=1e-11, atol=1e-12)
 
 
 def test_splitting_anywhere_continues_exactly():
     length, num_levels = 23, 5
     q, k, v, beta, lam, g = inputs(length, num_levels)
     whole = log_linear_delta_rule(q, k, v, beta, lam, g, impl="reference")
-    for cuts in ([0, 1, 23], [0, 4, 11, 23], [0, 8, 16, 23], [0, 22, 23]):
+    for cuts in ([0, 1, 23], [0, 4, 11, 23], [0, 8, 16, 23], [0, 22, 23], [0, 3, 9, 10, 23], [0, 5, 13, 23]):
         state, pieces = None, []
         for i, (lo, hi) in enumerate(zip(cuts[:-1], cuts[1:])):
-            impl = ("reference", "recurrent")[i % 2]
+            impl = ("chunk", "recurrent", "reference")[i % 3]
             part = (t[:, :, lo:hi] for t in (q, k, v, beta, lam, g))
-            o, state = log_linear_delta_rule(*part, impl=impl, start=lo, initial_state=state, return_state=True)
+            o, state = log_linear_delta_rule(*part, impl=impl, start=lo, initial_state=state, return_state=True,
+                                             chunk_size=4)
             pieces.append(o)
         torch.testing.assert_close(torch.cat(pieces, dim=2), whole, rtol=1e-11, atol=1e-12)
 
@@ -85,11 +92,12 @@ def test_gradients_agree():
     q, k, v, beta, lam, g = (t.requires_grad_() for t in inputs(11, 4))
     weights = torch.randn(B, H, 11, 2, dtype=torch.float64)
     grads = []
-    for impl in ("reference", "recurrent"):
-        o = log_linear_delta_rule(q, k, v, beta, lam, g, impl=impl)
+    for impl in ("reference", "recurrent", "chunk"):
+        o = log_linear_delta_rule(q, k, v, beta, lam, g, impl=impl, chunk_size=4)
         grads.append(torch.autograd.grad((o * weights).sum(), (q, k, v, beta, lam, g)))
-    for a, b in zip(*grads):
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    for fast in grads[1:]:
+        for a, b in zip(grads[0], fast):
+            torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)
 
 
 def test_bad_inputs():
@@ -97,6 +105,8 @@ def test_bad_inputs():
     with pytest.raises(MixerInputError, match="beta"):
         log_linear_delta_rule(q, k, v, beta[..., :4], lam, g)
     with pytest.raises(MixerInputError, match="impl"):
-        log_linear_delta_rule(q, k, v, beta, lam, g, impl="chunk")
+        log_linear_delta_rule(q, k, v, beta, lam, g, impl="scan")
+    with pytest.raises(MixerInputError, match="chunk_size"):
+        log_linear_delta_rule(q, k, v, beta, lam, g, chunk_size=0)
     with pytest.raises(MixerInputError, match="initial_state"):
         log_linear_delta_rule(q, k, v, beta, lam, g, initial_state=torch.zeros(B, H, 2, 3, 2))

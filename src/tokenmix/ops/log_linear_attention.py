@@ -31,7 +31,8 @@ gated delta rule's attention matrix, `O = (A ⊙ M^S ⊙ M^H) V` with `A ⊙ M^S
 
 Every level's state takes the full transition `A_t` (sums commute with it, so the Fenwick merges are unchanged);
 the new token `β_t k_t v_tᵀ` enters level 0. Forms: `reference` (the matrix W, from `ops.delta_rule`, times the
-hierarchical mask) and `recurrent`; no chunk form yet.
+hierarchical mask), `recurrent`, and `chunk` (the chunk form above with the delta rule's WY summaries per chunk:
+see `_chunk`).
 """
 
 from __future__ import annotations
@@ -153,30 +154,67 @@ def _recurrent(q: Tensor, k: Tensor, v: Tensor, lam: Tensor, g: Tensor, state: T
 
 
 def _chunk(q: Tensor, k: Tensor, v: Tensor, lam: Tensor, g: Tensor, state: Tensor, start: int,
-           size: int) -> tuple[Tensor, Tensor]:
+           size: int, beta: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Aligned chunks of C = 2^c tokens; with `beta`, the gated delta rule (`log_linear_delta_rule`).
+
+    Each chunk is summarized by four things, built for all chunks at once: the intra-chunk attention matrix (before
+    the level weights), the effective queries that read the state entering the chunk, the chunk's transition of a
+    state (a scalar decay, or the K × K matrix Φ(end, start) of the delta rule) and its own contribution to the
+    state at its end. For the delta rule they come from the WY form of `ops.delta_rule`: with the unit lower
+    triangular `T = I + tril(diag(β) K Kᵀ ⊙ Γ, -1)` (Γ the decays) and `P = T⁻¹ diag(β)`, the intra matrix is
+    `tril(Q Kᵀ ⊙ Γ) P`, the effective queries `Q ⊙ exp b - tril(Q Kᵀ ⊙ Γ) P (K ⊙ exp b)`, the transition
+    `exp(b_C) I - K̃ᵀ P (K ⊙ exp b)` and the contribution `K̃ᵀ P V`, `K̃ = K ⊙ exp(b_C - b)`; token s's own image at
+    the end of its chunk, Φ(C, s) β_s k_s, is column s of `K̃ᵀ P`.
+    """
     length, num_levels = q.shape[2], lam.shape[-1]
     top, bits = num_levels - 1, size.bit_length() - 1                    # chunk size C = 2^bits
+
+    def loop(lo: int, hi: int, state: Tensor) -> tuple[Tensor, Tensor]:
+        part = [t[:, :, lo:hi] for t in (q, k, v)]
+        if beta is None:
+            return _recurrent(*part, lam[:, :, lo:hi], g[:, :, lo:hi], state, start + lo)
+        return _delta_recurrent(*part, beta[:, :, lo:hi], lam[:, :, lo:hi], g[:, :, lo:hi], state, start + lo)
+
     head = min(-start % size, length)
     chunks = (length - head) // size
     if chunks == 0:
-        return _recurrent(q, k, v, lam, g, state, start)
+        return loop(0, length, state)
     outputs = []
     if head:
-        o, state = _recurrent(*(t[:, :, :head] for t in (q, k, v, lam, g)), state, start)
+        o, state = loop(0, head, state)
         outputs.append(o)
     body = slice(head, head + chunks * size)
     first = (start + head) // size                                        # absolute index of the first chunk
     qc, kc, vc, lc = (t[:, :, body].unflatten(2, (chunks, size)) for t in (q, k, v, lam))
-    b = g[:, :, body].unflatten(2, (chunks, size)).cumsum(dim=3)          # (B, H, N, C), ≤ 0
-    b_last = b[..., -1:]
+    b = g[:, :, body].unflatten(2, (chunks, size)).cumsum(dim=3).unsqueeze(-1)    # (B, H, N, C, 1), ≤ 0
+    b_last = b[:, :, :, -1:]                                                        # (B, H, N, 1, 1)
+
+    offsets = torch.arange(size, device=q.device)
+    visible = offsets[None, :] <= offsets[:, None]
+    decay = (b - b.transpose(-1, -2)).masked_fill(~visible, float("-inf")).exp()    # exp(b_t - b_s), s ≤ t
+    scores = qc @ kc.transpose(-1, -2) * decay
+    k_to_end = kc * (b_last - b).exp()                                              # K̃
+    if beta is None:
+        intra, queries, transition = scores, qc * b.exp(), b_last.exp()
+        updates = k_to_end.transpose(-1, -2) @ vc                                   # (B, H, N, K, V)
+        images = k_to_end[:, :, -1]                                                 # (B, H, C, K)
+    else:
+        bc = beta[:, :, body].unflatten(2, (chunks, size)).unsqueeze(-1)            # (B, H, N, C, 1)
+        eye = torch.eye(size, dtype=q.dtype, device=q.device)
+        system = eye + bc * (kc @ kc.transpose(-1, -2)) * decay * (visible & ~eye.bool())
+        solved = torch.linalg.solve_triangular(system, torch.diag_embed(bc.squeeze(-1)), upper=False,
+                                               unitriangular=True)                  # P = T⁻¹ diag(β)
+        w_k = solved @ (kc * b.exp())
+        intra, queries = scores @ solved, qc * b.exp() - scores @ w_k
+        key_eye = torch.eye(kc.shape[-1], dtype=q.dtype, device=q.device)
+        transition = b_last.exp() * key_eye - k_to_end.transpose(-1, -2) @ w_k    # (B, H, N, K, K)
+        updates = k_to_end.transpose(-1, -2) @ (solved @ vc)
+        images = (solved.transpose(-1, -2) @ k_to_end)[:, :, -1]
 
     # Intra-chunk: levels ≤ c depend only on offsets inside an aligned chunk.
-    offsets = torch.arange(size, device=q.device)
     level = fenwick_level(offsets[:, None], offsets[None, :], num_levels)          # (C, C)
-    visible = offsets[None, :] <= offsets[:, None]
-    decay = (b.unsqueeze(-1) - b.unsqueeze(-2)).masked_fill(~visible, float("-inf")).exp()
     weights = lc.gather(-1, level.expand(*lc.shape[:3], size, size))
-    o = (qc @ kc.transpose(-1, -2) * decay * weights) @ vc
+    o = (intra * weights) @ vc
 
     # Inter-chunk: the Fenwick recurrence over chunk states; chunk level ℓ_c is token level min(c + ℓ_c, top).
     top_c = max(top - bits, 1)
@@ -187,7 +225,6 @@ def _chunk(q: Tensor, k: Tensor, v: Tensor, lam: Tensor, g: Tensor, state: Tenso
         z[:, :, 0] = state[:, :, :bits + 1].sum(2)                        # levels 0..c of token first·C - 1: its chunk
         for level_c in range(1, top_c + 1):
             z[:, :, level_c] = state[:, :, bits + level_c:].sum(2) if level_c == top_c else state[:, :, bits + level_c]
-    updates = ((kc * (b_last - b).exp().unsqueeze(-1)).transpose(-1, -2) @ vc)   # (B, H, N, K, V)
     entering = []
     for n in range(chunks):
         chunk_index = first + n
@@ -195,34 +232,37 @@ def _chunk(q: Tensor, k: Tensor, v: Tensor, lam: Tensor, g: Tensor, state: Tenso
         z = torch.cat([torch.zeros_like(z[:, :, :target]), z[:, :, :target + 1].sum(2, keepdim=True),
                        z[:, :, target + 1:]], dim=2)
         entering.append(z)
-        z = b_last[:, :, n, :, None, None].exp() * z
+        if transition.shape[-2:] == (1, 1):                                # a scalar decay (or K = 1)
+            z = transition[:, :, n].unsqueeze(2) * z
+        else:
+            z = torch.einsum("bhij,bhljv->bhliv", transition[:, :, n], z)
         z = torch.cat([z[:, :, :1] + updates[:, :, n].unsqueeze(2), z[:, :, 1:]], dim=2)
     entering = torch.stack(entering, dim=2)[:, :, :, 1:]                  # (B, H, N, top_c, K, V)
     token_level = torch.clamp(torch.arange(1, top_c + 1, device=q.device) + bits, max=top)
-    read = torch.einsum("bhnck,bhnlkv->bhnclv", qc * b.exp().unsqueeze(-1), entering)
+    read = torch.einsum("bhnck,bhnlkv->bhnclv", queries, entering)
     o = o + (lc[..., token_level].unsqueeze(-1) * read).sum(-2)
     outputs.append(o.flatten(2, 3))
 
     # The token-level state after the body: the last chunk's tokens split by level, older chunks by chunk level.
     final = torch.zeros_like(state)
     key_levels = fenwick_level(torch.tensor(size - 1, device=q.device), offsets, num_levels)
-    last_keys = kc[:, :, -1] * (b_last[:, :, -1] - b[:, :, -1]).exp().unsqueeze(-1)
-    final = final.index_add(2, key_levels, last_keys.unsqueeze(-1) * vc[:, :, -1].unsqueeze(-2))
+    final = final.index_add(2, key_levels, images.unsqueeze(-1) * vc[:, :, -1].unsqueeze(-2))
     final = final.index_add(2, token_level, z[:, :, 1:])
     state = final
     end = head + chunks * size
     if end < length:
-        o, state = _recurrent(*(t[:, :, end:] for t in (q, k, v, lam, g)), state, start + end)
+        o, state = loop(end, length, state)
         outputs.append(o)
     return torch.cat(outputs, dim=2), state
 
 
-DELTA_IMPLS = ("reference", "recurrent")
+DELTA_IMPLS = ("reference", "recurrent", "chunk")
 
 
 def log_linear_delta_rule(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, level_weights: Tensor,
                           log_decay: Tensor | None = None, *, scale: float | None = None, start: int = 0,
-                          initial_state: Tensor | None = None, return_state: bool = False, impl: str = "auto"):
+                          initial_state: Tensor | None = None, return_state: bool = False, impl: str = "auto",
+                          chunk_size: int = 64):
     """Log-linear gated delta rule on `(B, H, L, K)` q, k (keys as given: the mixer normalizes them), `(B, H, L, V)`
     v, `(B, H, L)` β, λ `(B, H, L, num_levels)` and a per-token `log_decay` `(B, H, L)` (≤ 0) or None. Returns `o`
     or `(o, state)`, the state `(B, H, num_levels, K, V)` in the compute dtype; `start` as in
@@ -255,10 +295,16 @@ def log_linear_delta_rule(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, level_w
             raise MixerInputError(f"{op}: initial_state must have shape {tuple(state.shape)}, "
                                   f"got {tuple(initial_state.shape)}")
         state = initial_state.to(dtype)
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size <= 0:
+        raise MixerInputError(f"{op}: chunk_size must be a positive integer, got {chunk_size!r}")
+    if impl == "auto":
+        impl = "recurrent" if length <= 2 else "chunk"
     if impl == "reference":
         o, state = _delta_reference(q, k, v, beta, lam, g, state, start)
-    else:
+    elif impl == "recurrent":
         o, state = _delta_recurrent(q, k, v, beta, lam, g, state, start)
+    else:
+        o, state = _chunk(q, k, v, lam, g, state, start, 1 << (chunk_size.bit_length() - 1), beta=beta)
     o = o.to(out_dtype)
     return (o, state) if return_state else o
 

@@ -100,7 +100,7 @@ class LogLinearMamba2(Mamba2):
     layout="sequence",
     paper="Log-Linear Attention",
     arxiv="2506.04761",
-    impls=("reference", "recurrent"),
+    impls=("reference", "recurrent", "chunk"),
     causal="always",
     state="growing",
     time_complexity="L log L",
@@ -116,9 +116,9 @@ class LogLinearGatedDeltaNet(GatedDeltaNet):
     i.e. Gated DeltaNet's attention matrix times the hierarchical mask M^H (ℓ(t, s) the Fenwick level), with Gated
     DeltaNet's projections, short convolutions, gates, norm and output gate (see `gated_deltanet`) and
     λ_t = softplus(W_λ x_t + b_λ) per head and level, starting at 1 (an untrained layer is exactly Gated DeltaNet).
-    `num_levels` states per head serve 2^(num_levels-1) tokens exactly; older tokens share the top level. Only
-    `reference` and `recurrent` exist (no chunk form yet), so `auto` is the token loop and `chunk_size` (kept so
-    the options match `gated_deltanet`'s) is unused.
+    `num_levels` states per head serve 2^(num_levels-1) tokens exactly; older tokens share the top level. `chunk`
+    uses chunks of the largest power of two ≤ `chunk_size` (the hierarchy needs aligned power-of-two chunks), each
+    summarized in the delta rule's WY form.
     """
 
     def __init__(self, dim: int, *, num_heads: int = 4, use_short_conv: bool = True, conv_size: int = 4,
@@ -141,7 +141,7 @@ class LogLinearGatedDeltaNet(GatedDeltaNet):
         k, v = k.squeeze(3), v.squeeze(3)                                            # one key per token
         beta = torch.sigmoid(self.beta(x)).transpose(1, 2)                          # (B, H, L)
         levels = split_heads(F.softplus(self.level_proj(x)), self.num_heads)        # (B, H, L, levels)
-        options = dict(impl=self.impl)
+        options = dict(impl=self.impl, chunk_size=self.chunk_size)
         if state is None:
             o, new = log_linear_delta_rule(q, k, v, beta, levels, self.decay(x), **options), None
         else:
