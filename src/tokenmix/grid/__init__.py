@@ -20,3 +20,4 @@ from tokenmix.grid import mlp  # noqa: F401
 from tokenmix.grid import halo_attention  # noqa: F401
 from tokenmix.grid import axial_attention  # noqa: F401
 from tokenmix.grid import lambda_layer  # noqa: F401
+from tokenmix.grid import operators_lowrank  # noqa: F401
