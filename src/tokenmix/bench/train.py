@@ -113,6 +113,8 @@ def train(config: RunConfig, store: ResultsStore | None = None, *, device: str =
     config_dict = config.as_dict()  # validates the task name and parameters before anything is written
     key = run_id(config_dict)
     world = distributed.world_from_environment()
+    # Every rank resumes from the checkpoint (they must stay identical); only rank 0 writes it and the database.
+    checkpoint = checkpoint_path(key) if store is not None else None
     if not world.is_main:
         store = None
     if store is not None and store.is_finished(config_dict):
@@ -129,8 +131,7 @@ def train(config: RunConfig, store: ResultsStore | None = None, *, device: str =
         store.start(config_dict, {**environment(torch_device, precision), "processes": world.size})
     console = console or Console()
     try:
-        metrics = _fit(model, task, settings, torch_device, precision, world,
-                       checkpoint_path(key) if store is not None else None,
+        metrics = _fit(model, task, settings, torch_device, precision, world, checkpoint,
                        progress if world.is_main else False, console, label or config.mixer)
         distributed.check_replicas_agree(model, world)
     except BaseException as error:  # KeyboardInterrupt too: the row says why it stopped, and is re-run next time
@@ -161,7 +162,8 @@ def _fit(model: nn.Module, task: Task, settings: TrainingSettings, device: torch
     order = torch.empty(0, dtype=torch.long)
     if checkpoint is not None and checkpoint.exists():
         state, order = load_checkpoint(checkpoint, model, optimizer, schedule, order_generator)
-        console.print(f"{label}: resuming from the checkpoint at step {state.step}", highlight=False)
+        if world.is_main:
+            console.print(f"{label}: resuming from the checkpoint at step {state.step}", highlight=False)
     show = console.is_terminal if progress is None else progress
     log_evaluations = progress is None and not show
     bar = ProgressBar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -218,7 +220,7 @@ def _fit(model: nn.Module, task: Task, settings: TrainingSettings, device: torch
             if reached:  # early stopping: the target metric is met
                 break
             now = time.perf_counter()
-            if checkpoint is not None and (due or now - last_checkpoint >= CHECKPOINT_SECONDS):
+            if checkpoint is not None and world.is_main and (due or now - last_checkpoint >= CHECKPOINT_SECONDS):
                 save_checkpoint(checkpoint, model, optimizer, schedule, state, order, order_generator)
                 last_checkpoint = now
     if scores is None:  # resumed from a checkpoint taken after the last step's evaluation
