@@ -94,11 +94,11 @@ def test_bad_parameters(params, message):
 def test_a_short_training_learns():
     config = RunConfig(task="mnist1d", mixer="s4d", task_params={"num_train_examples": 1000, "num_test_examples": 500},
                        model=ModelSettings(dim=32, depth=1, mlp_ratio=2.0),
-                       training=TrainingSettings(steps=150, batch_size=32, warmup_steps=5, learning_rate=1e-2,
+                       training=TrainingSettings(steps=250, batch_size=32, warmup_steps=5, learning_rate=1e-2,
                                                  eval_batch_size=500, eval_every=0))
     model = build_model(config, create_task("mnist1d"))
     assert isinstance(model, SequenceModel) and model.pooling == "mean" and model.input_channels == 1
     metrics = train(config, progress=False).metrics
-    # chance is 10% and ln 10 ≈ 2.30 nats
+    # chance is 10% and ln 10 ≈ 2.30 nats; measured 1.59 nats and 34 % test accuracy after 250 steps
     assert metrics["train_loss"] < 0.8 * math.log(10)
     assert metrics["accuracy"] > 0.25
