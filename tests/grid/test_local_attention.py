@@ -210,3 +210,21 @@ def test_axial_sdpa_equals_reference_with_gradients():
     fast = tokenmix.create("axial_attention", D, num_heads=2, impl="sdpa").double()
     fast.load_state_dict(reference.state_dict())
     _assert_same_forward_and_backward(reference, fast, torch.randn(2, D, 5, 3, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("impl", ["reference", "sdpa"])
+def test_shifted_padded_windows_hand_checked(impl):
+    # 5×5 grid, M = 3, s = 1: per axis the windows are {0}, {1, 2, 3}, {4} (the last one padded to 3 wide).
+    mixer = tokenmix.create("swin_attention", D, num_heads=2, window_size=3, shift_size=1, impl=impl).double()
+    x = torch.randn(1, D, 5, 5, dtype=torch.float64)
+    y = mixer(x)
+
+    def seen_by(row, col):
+        x2 = x.clone()
+        x2[:, :, row, col] += 1.0
+        return ((mixer(x2) - y).abs().amax(1)[0] > 1e-12).nonzero().tolist()
+
+    assert seen_by(0, 0) == [[0, 0]]
+    assert seen_by(4, 4) == [[4, 4]]
+    assert seen_by(2, 3) == [[r, c] for r in (1, 2, 3) for c in (1, 2, 3)]
+    assert seen_by(0, 2) == [[0, 1], [0, 2], [0, 3]]
