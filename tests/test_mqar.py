@@ -234,3 +234,20 @@ def test_grid_trains_and_reports_accuracy_per_setting():
     assert metrics["train_loss"] < 0.9 * first_loss  # smoothed over the 20 steps, so the fall is understated
     assert set(metrics["accuracy_by_setting"]) == {"8001", "16002", "24003"}  # the extrapolation setting too
     assert metrics["num_examples"] == 30
+
+
+def test_right_padding_does_not_reach_a_causal_models_scored_outputs():
+    from tokenmix.models import SequenceModel
+
+    task = create_task("mqar_grid", **GRID)
+    split = task.split("test")
+    short = split.groups == 16002  # length 16, padded to 48
+    inputs, targets = split.inputs[short][:4], split.targets[short][:4]
+    torch.manual_seed(0)
+    model = SequenceModel(vocab_size=32, dim=16, depth=2, mixer="attention", mixer_options={"num_heads": 2},
+                          max_length=48).double().eval()
+    with torch.no_grad():
+        padded, unpadded = model(inputs), model(inputs[:, :16])
+    # the same float64 computation over the first 16 positions, whatever follows them
+    assert torch.allclose(padded[:, :16], unpadded, atol=1e-12, rtol=0)
+    assert (targets[:, 16:] == IGNORE_INDEX).all()
