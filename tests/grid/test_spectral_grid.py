@@ -49,15 +49,21 @@ def test_gfnet_other_sizes_use_the_interpolated_filter():
         kernel = torch.fft.irfft2(torch.view_as_complex(k.detach()), s=size)
         torch.testing.assert_close(mixer(x), circular_convolution(x, kernel), rtol=1e-10, atol=1e-12)
         torch.testing.assert_close(mixer(roll(x)), roll(mixer(x)), rtol=1e-10, atol=1e-12)
-    # An all-pass filter stays all-pass at every size; frequency 0 stays frequency 0 (the centre of the shifted axis).
+    # Resampling over normalized frequency: an all-pass filter stays all-pass, frequency 0 stays frequency 0, and a
+    # filter linear in the frequencies (f₁ on the first axis, both signs; f₂ on the last) is resampled exactly.
     flat = torch.zeros(*filter_shape(2, (8, 8)), dtype=torch.float64)
     flat[..., 0] = 1.0
-    torch.testing.assert_close(resize_filter(flat, (13, 10)), torch.zeros(*filter_shape(2, (13, 10)),
-                               dtype=torch.float64).index_fill_(-1, torch.tensor([0]), 1.0))
-    dc_only = torch.zeros(*filter_shape(1, (9, 9)), dtype=torch.float64)
-    dc_only[0, 0, 0, 0] = 1.0
-    resized = resize_filter(dc_only, (17, 17))     # 9 → 17 rows, corners aligned: the centre row maps to the centre
-    assert resized[0, 0, 0, 0] == 1.0 and resized[..., 1].abs().max() == 0
+    expected = torch.zeros(*filter_shape(2, (13, 10)), dtype=torch.float64)
+    expected[..., 0] = 1.0
+    torch.testing.assert_close(resize_filter(flat, (8, 8), (13, 10)), expected)
+    f1 = lambda n: ((torch.arange(n) + n // 2) % n - n // 2).double()  # noqa: E731  signed, FFT order
+    linear = torch.zeros(*filter_shape(1, (9, 8)), dtype=torch.float64)
+    linear[..., 0] = f1(9)[:, None] / 9 + torch.arange(5.0, dtype=torch.float64) / 8   # in cycles per sample
+    resized = resize_filter(linear, (9, 8), (17, 12))
+    inside = f1(17).abs() <= 7     # rows ±8 map to ±4.2, beyond the 9-point grid's ±4: they wrap (periodic)
+    torch.testing.assert_close(resized[0, inside, :, 0],
+                               (f1(17)[:, None] / 17 + torch.arange(7.0, dtype=torch.float64) / 12)[inside])
+    assert resized[..., 1].abs().max() == 0
 
 
 def identity_mlp(mixer) -> None:

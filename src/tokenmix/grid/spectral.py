@@ -30,16 +30,32 @@ def _pair(mixer: GridMixer, option: str, value: int | tuple[int, int]) -> tuple[
     return tuple(mixer._positive_int(option, v) for v in values)
 
 
-def resize_filter(weight: Tensor, size: tuple[int, int]) -> Tensor:
-    """A global filter `(C, h, w // 2 + 1, 2)` of an h×w grid brought to an H×W grid `(C, H, W // 2 + 1, 2)`:
-    bilinear interpolation over frequency (corners aligned) after centring the first axis (`fftshift`), so the
-    frequency 0 row stays the frequency 0 row and positive and negative frequencies are not mixed."""
-    channels, height = weight.shape[0], weight.shape[1]
-    if (height, weight.shape[2]) == (size[0], size[1] // 2 + 1):
+def resize_filter(weight: Tensor, resolution: tuple[int, int], size: tuple[int, int]) -> Tensor:
+    """A global filter `(C, h, w // 2 + 1, 2)` of an h×w grid (`resolution`) brought to an H×W grid (`size`),
+    `(C, H, W // 2 + 1, 2)`, by bilinear interpolation over normalized frequency: the new filter at signed frequency (f₁, f₂) is the old one
+    at (f₁ h / H, f₂ w / W), linearly interpolated between its neighbouring frequencies (periodic along the first
+    axis, whose negative frequencies wrap; clamped at the last axis' highest frequency). Frequency 0 stays
+    frequency 0 and positive and negative frequencies are not mixed; at the same size it is the identity."""
+    (h, w), (height, width) = resolution, size
+    if (h, w) == (height, width):
         return weight
-    centred = torch.fft.fftshift(weight, dim=1).permute(0, 3, 1, 2)       # (C, 2, h, w//2+1)
-    resized = F.interpolate(centred, size=(size[0], size[1] // 2 + 1), mode="bilinear", align_corners=True)
-    return torch.fft.ifftshift(resized.permute(0, 2, 3, 1), dim=1).reshape(channels, *filter_shape(1, size)[1:])
+    signed = (torch.arange(height, device=weight.device) + height // 2) % height - height // 2
+    rows = _linear_resample(weight, 1, signed * (h / height), h, periodic=True)
+    columns = torch.arange(width // 2 + 1, device=weight.device) * (w / width)
+    return _linear_resample(rows, 2, columns, w // 2 + 1, periodic=False)
+
+
+def _linear_resample(t: Tensor, dim: int, coords: Tensor, count: int, periodic: bool) -> Tensor:
+    """`t` sampled along `dim` at fractional indices `coords` by linear interpolation."""
+    low = coords.floor()
+    frac = (coords - low).to(t.dtype).view(-1, *([1] * (t.ndim - dim - 1)))
+    low = low.long()
+    high = low + 1
+    if periodic:
+        low, high = low % count, high % count
+    else:
+        low, high = low.clamp(0, count - 1), high.clamp(0, count - 1)
+    return t.index_select(dim, low) * (1 - frac) + t.index_select(dim, high) * frac
 
 
 @register(
@@ -64,7 +80,7 @@ class GlobalFilter(GridMixer):
     F the 2D real FFT over the spatial dims, K ∈ C^{D × H × (W/2+1)} learned (init N(0, 0.02²) for real and
     imaginary parts, as the paper). The layer is a circular convolution of each channel with F⁻¹K.
     Resolution: K is learned at `resolution` = (H, W); on another grid size it is interpolated (`resize_filter`:
-    bilinear over centred frequencies), as GFNet does when it changes resolution for fine-tuning, so every size is
+    bilinear over normalized frequency), as GFNet does when it changes resolution for fine-tuning, so every size is
     accepted; at `resolution` the stored K is used as is."""
 
     def __init__(self, dim: int, *, resolution: int | tuple[int, int] = 14, impl: str = "auto",
@@ -75,7 +91,7 @@ class GlobalFilter(GridMixer):
 
     def filter_for(self, size: tuple[int, int]) -> Tensor:
         """The filter used on an H×W grid."""
-        return resize_filter(self.weight, size)
+        return resize_filter(self.weight, self.resolution, size)
 
     def _mix(self, x: Tensor) -> Tensor:
         return global_filter(x, self.filter_for(tuple(x.shape[2:])), impl=_fft_impl(self))
