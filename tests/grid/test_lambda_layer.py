@@ -101,3 +101,13 @@ def test_bad_options_raise():
         tokenmix.create("lambda_layer", D, context_size=4)
     with pytest.raises(tokenmix.MixerInputError, match="queries"):
         tokenmix.create("kronecker_attention", D, queries="rows")
+
+
+def test_lambda_with_a_context_covering_the_grid_is_global_relative():
+    # m = 2·4 − 1: every pair (n, m) of a 4×4 grid has its own relative embedding R[pos(m) − pos(n)]
+    mixer = tokenmix.create("lambda_layer", D, num_heads=2, key_dim=3, context_size=7).double()
+    e = mixer._dense_embeddings(4, 4)
+    assert (e.abs().sum(-1) > 0).all()
+    torch.testing.assert_close(e[0, 15], mixer.position_embedding[:, 6, 6])   # (0,0) -> (3,3): Δ = (3, 3)
+    torch.testing.assert_close(e[15, 0], mixer.position_embedding[:, 0, 0])   # Δ = (−3, −3)
+    torch.testing.assert_close(e[5, 6], e[9, 10])                            # same offset, same embedding

@@ -37,7 +37,8 @@ class LambdaLayer(HeadedGridMixer):
     intra-depth u = 1), V = X W_V (v = dim / |h| channels); the heads share K, V and the lambdas and their
     outputs are concatenated. E_nm ∈ R^k is a learned relative position embedding, nonzero only for m in the
     `context_size` × `context_size` window around n (zero-padded at the borders), so the layer accepts any grid
-    size. `reference` builds E as an N × N × k tensor; `conv` computes the position lambdas as the paper's
+    size; with `context_size` ≥ 2·max(H, W) − 1 every position is in every context, which is the paper's global
+    form with relative position embeddings E_nm = R[pos(m) − pos(n)]. `reference` builds E as an N × N × k tensor; `conv` computes the position lambdas as the paper's
     "lambda convolution", a 2D convolution of each value channel with k kernels of m × m. The batch norms the
     paper applies to queries and values are left to the backbone (they would couple the batch elements)."""
 
