@@ -99,8 +99,11 @@ def _lipschitz(names, out, *, options, checkpoint, size, **_) -> list[str]:
     from tokenmix.analysis.lipschitz import dense_kernel, exact_spectral_norm, gram_iteration_bound, \
         network_lipschitz
 
+    from tokenmix.analysis.reparameterize import reparameterize_model
+
     name = names[0]
     model = _backbone(name, options, checkpoint).double()
+    reparameterize_model(model)   # large-kernel mixers become one kernel, whose bounds are then listed
     layers, products = network_lipschitz(model, torch.randn(1, 3, size, size, dtype=torch.float64))
     lines = [f"Spectral norms of the convolution and linear layers of a VisionModel with `{name}` "
              f"({SMALL_BACKBONE['depths']} blocks, widths {SMALL_BACKBONE['dims']}, {size}×{size} input). "
@@ -219,17 +222,13 @@ def _cost(names, out, **_) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from tokenmix.analysis.cost import cost_markdown, mixer_cost
+    from tokenmix.analysis.cost import Cost, all_costs, cost_markdown
 
-    table = cost_markdown(names)
+    measured = all_costs(names)
+    table = cost_markdown(names, measured)
     if len(names) == len(tokenmix.available()):
         (out / "cost.md").write_text(table)   # `--out docs` regenerates docs/cost.md
-    costs = []
-    for name in names:
-        try:
-            costs.append(mixer_cost(name))
-        except MixerInputError:
-            continue
+    costs = [cost for cost in measured.values() if isinstance(cost, Cost)]
     figure, axes = plt.subplots(figsize=(7, 0.22 * len(costs) + 1.5))
     positions = range(len(costs))
     axes.barh(list(positions), [max(c.flops, 1) for c in costs], color="tab:blue")
