@@ -16,7 +16,9 @@ Forms (`impl`):
   few new tokens after a long history (only the requested outputs are computed);
 * `fft`: real FFTs. Causal convolution zero-pads to `n ≥ (P + L) + K - 1` (≤ 2L - 1 for a kernel as long as the
   input): a shorter transform would wrap the tail of the convolution — the future — into the first outputs.
-  The kernel's spectrum is computed once per call and broadcast over the batch.
+  The kernel's spectrum is computed once per call and broadcast over the batch; `kernel_spectrum` computes it
+  ahead, as a `KernelSpectrum` that `fft_conv` takes in place of the kernel, so one transform serves many calls
+  (a mixer's N long convolutions, groups of heads, repeated forwards at one length).
 * `auto`: `direct` for kernels of at most `DIRECT_MAX_KERNEL` taps or at most `DIRECT_MAX_NEW` new tokens after
   a history, `fft` otherwise.
 
@@ -40,18 +42,83 @@ DIRECT_MAX_NEW = 4      # a few new tokens after a history: O(new·P) direct tap
 SHIFT_ADD_MAX_TAPS = 16  # the direct form sums shifted copies up to this many taps, else multiplies windows
 
 
-def fft_conv(x: Tensor, kernel: Tensor, *, causal: bool = True, history: Tensor | None = None,
+class KernelSpectrum:
+    """A kernel `(..., K)` and its real FFT over `size` points, `(..., size // 2 + 1)` complex: what `fft_conv`
+    needs of a kernel, made once by `kernel_spectrum` and accepted by `fft_conv` in place of the kernel.
+
+    The transform is taken on first use (a call that picks the `direct` form never pays for it) and kept, with its
+    autograd graph: gradients reach the kernel through every call that used it. `spectrum[index]` selects leading
+    (non-tap) dimensions of both — e.g. one order's filters of a Hyena — sharing the parent's single transform."""
+
+    def __init__(self, kernel: Tensor, size: int, causal: bool, *, parent: "KernelSpectrum | None" = None,
+                 index=None) -> None:
+        self.kernel, self.size, self.causal = kernel, size, causal
+        self._parent, self._index, self._spectrum = parent, index, None
+
+    @property
+    def taps(self) -> int:
+        return self.kernel.shape[-1]
+
+    @property
+    def spectrum(self) -> Tensor:
+        if self._spectrum is None:
+            if self._parent is not None:
+                self._spectrum = self._parent.spectrum[self._index]
+            else:
+                self._spectrum = torch.fft.rfft(self.kernel, n=self.size)
+        return self._spectrum
+
+    def __getitem__(self, index) -> "KernelSpectrum":
+        if index is Ellipsis or (isinstance(index, tuple) and any(i is Ellipsis for i in index)):
+            raise MixerInputError("KernelSpectrum: index leading dimensions explicitly (no ...): the tap axis "
+                                  "of the kernel and the frequency axis of the spectrum differ")
+        return KernelSpectrum(self.kernel[index], self.size, self.causal, parent=self, index=index)
+
+
+def kernel_spectrum(kernel: Tensor, length: int, *, causal: bool = True, past: int = 0) -> KernelSpectrum:
+    """The kernel prepared for `fft_conv` of inputs of `length` new positions after `past` positions of history:
+    causal — truncated to `past + length` taps, transformed over `fast_size(past + length + K - 1)` points;
+    circular — transformed over `length` points. Half-precision kernels are kept in float32."""
+    op = "kernel_spectrum"
+    if not (isinstance(kernel, Tensor) and kernel.is_floating_point()) or kernel.ndim < 1 or kernel.shape[-1] == 0:
+        raise MixerInputError(f"{op}: kernel must be a floating-point tensor (..., taps) with at least one tap, "
+                              f"got {kernel.dtype if isinstance(kernel, Tensor) else type(kernel).__name__}"
+                              f"{tuple(kernel.shape) if isinstance(kernel, Tensor) else ''}")
+    for name, value, least in (("length", length, 1), ("past", past, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise MixerInputError(f"{op}: {name} must be an integer ≥ {least}, got {value!r}")
+    if not causal and past:
+        raise MixerInputError(f"{op}: a history continues a causal convolution; causal=False is circular")
+    kernel = kernel.to(compute_dtype(kernel))
+    if causal:
+        kernel = kernel[..., :past + length]  # taps past the sequence's extent never reach an output
+        return KernelSpectrum(kernel, fast_size(past + length + kernel.shape[-1] - 1), True)
+    if kernel.shape[-1] > length:
+        raise MixerInputError(f"{op}: a circular convolution needs kernel taps ≤ length, got "
+                              f"{kernel.shape[-1]} taps for length {length}")
+    return KernelSpectrum(kernel, length, False)
+
+
+def fft_conv(x: Tensor, kernel: Tensor | KernelSpectrum, *, causal: bool = True, history: Tensor | None = None,
              impl: str = "auto") -> Tensor:
     """Convolve `x: (..., D, L)` with `kernel: (..., K)` along the last dimension; returns `(..., D, L)` in
-    x's dtype (leading dimensions broadcast). See the module docstring for the operator and the forms."""
+    x's dtype (leading dimensions broadcast). `kernel` may be a `KernelSpectrum` (from `kernel_spectrum`) made
+    for this length and history. See the module docstring for the operator and the forms."""
     op = "fft_conv"
     check_impl(op, impl, ("auto", *IMPLS))
+    prepared = kernel if isinstance(kernel, KernelSpectrum) else None
+    if prepared is not None:
+        kernel = prepared.kernel
     _check_inputs(op, x, kernel, history, causal)
     dtype = compute_dtype(x, kernel) if history is None else compute_dtype(x, kernel, history)
     out_dtype = x.dtype
     length = x.shape[-1]
     past = 0 if history is None else history.shape[-1]
     full = x.to(dtype) if history is None else torch.cat([history.to(dtype), x.to(dtype)], dim=-1)
+    if prepared is not None:
+        _check_spectrum(op, prepared, causal, past + length, length)
+        if prepared.kernel.dtype != dtype:  # a float64 input with a float32 spectrum: transform again, exactly
+            prepared = KernelSpectrum(prepared.kernel.to(dtype), prepared.size, causal)
     kernel = kernel.to(dtype)
     if causal:
         kernel = kernel[..., :past + length]  # taps past the sequence's extent never reach an output
@@ -63,9 +130,24 @@ def fft_conv(x: Tensor, kernel: Tensor, *, causal: bool = True, history: Tensor 
     elif impl == "direct":
         y = _direct(full, kernel, past, causal)
     else:
-        size = fast_size(full.shape[-1] + kernel.shape[-1] - 1) if causal else length
-        y = _fft(full, kernel, size)[..., past:past + length]
+        if prepared is None:
+            size = fast_size(full.shape[-1] + kernel.shape[-1] - 1) if causal else length
+            prepared = KernelSpectrum(kernel, size, causal)
+        y = _fft(full, prepared.spectrum, prepared.size)[..., past:past + length]
     return y.to(out_dtype)
+
+
+def _check_spectrum(op: str, prepared: KernelSpectrum, causal: bool, total: int, length: int) -> None:
+    if prepared.causal != causal:
+        raise MixerInputError(f"{op}: the kernel spectrum was made for a {'causal' if prepared.causal else 'circular'}"
+                              f" convolution, the call is {'causal' if causal else 'circular'}")
+    if causal and prepared.size < total + prepared.taps - 1:
+        raise MixerInputError(f"{op}: the kernel spectrum ({prepared.taps} taps over {prepared.size} points) is too "
+                              f"short for {total} positions: it would wrap the future into the past; make it with "
+                              f"kernel_spectrum(kernel, length, past=...) for this call")
+    if not causal and prepared.size != length:
+        raise MixerInputError(f"{op}: the circular kernel spectrum has {prepared.size} points, the input "
+                              f"{length}")
 
 
 def _check_inputs(op: str, x: Tensor, kernel: Tensor, history: Tensor | None, causal: bool) -> None:
@@ -112,9 +194,9 @@ def fast_size(n: int) -> int:
     return best
 
 
-def _fft(full: Tensor, kernel: Tensor, size: int) -> Tensor:
-    """Convolution modulo `size` (circular over `size` points, x and kernel zero-padded to it)."""
-    spectrum = torch.fft.rfft(kernel, n=size)  # once per call, broadcast over the batch
+def _fft(full: Tensor, spectrum: Tensor, size: int) -> Tensor:
+    """Convolution modulo `size` (circular over `size` points, x zero-padded to it) with the kernel whose
+    `rfft(·, n=size)` is `spectrum` (computed once, broadcast over the batch)."""
     return torch.fft.irfft(torch.fft.rfft(full, n=size) * spectrum, n=size)
 
 
