@@ -116,3 +116,15 @@ def test_training_learns_each_kind(task, mixer, steps):
     assert metrics["train_loss"] < 0.5 * math.log(2)
     assert metrics["accuracy"] >= 0.85
     assert metrics["token_accuracy"] == metrics["accuracy"]  # one scored position per example
+
+
+def test_learned_positions_cover_test_lengths_beyond_training():
+    run = RunConfig(task="induction_heads", mixer="attention", mixer_options={"num_heads": 2},
+                    task_params={"vocab_size": 8, "sequence_length": 8, "test_sequence_length": [8, 16],
+                                 "num_train_examples": 32, "num_test_examples": 20},
+                    model=ModelSettings(dim=16, depth=1, position_embedding=True),
+                    training=TrainingSettings(steps=2, batch_size=16, warmup_steps=1, eval_batch_size=20))
+    model = build_model(run, create_task(run.task, **run.task_params))
+    assert model.max_length == 16  # the longest test length, not the training length 8
+    metrics = train(run, progress=False).metrics  # evaluates at length 16 without a length error
+    assert set(metrics["accuracy_by_sequence_length"]) == {"8", "16"}

@@ -56,7 +56,9 @@ def build_model(config: RunConfig, task: Task) -> nn.Module:
     return SequenceModel(
         vocab_size=task.vocab_size, dim=settings.dim, depth=settings.depth, mixer=config.mixer,
         mixer_options=config.mixer_options, num_classes=task.num_classes, mlp_ratio=settings.mlp_ratio,
-        max_length=task.sequence_length if settings.position_embedding else None,
+        # a task testing longer lengths than it trains on says so (max_sequence_length): positions past the training
+        # lengths are then untrained rows of the table, which is what such a test measures
+        max_length=getattr(task, "max_sequence_length", task.sequence_length) if settings.position_embedding else None,
         input_channels=task.input_channels if task.input_kind == "values" else None,
         pooling="mean" if task.target_kind == "per_example" else None)
 
