@@ -61,7 +61,7 @@ def _token_linear(tokens: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor
     paper="MLP-Mixer: An all-MLP Architecture for Vision",
     arxiv="2105.01601",
     time_complexity="N S D",
-    memory_complexity="N S + N D",
+    memory_complexity="N (S + D)",
     summary="MLP-Mixer token-mixing MLP across the H·W positions of a fixed resolution, shared by all channels.",
     **_COMMON,
 )
@@ -92,7 +92,7 @@ class GridTokenMLP(_TokenWeights):
     paper="ResMLP: Feedforward networks for image classification with data-efficient training",
     arxiv="2105.03404",
     time_complexity="N^2 D",
-    memory_complexity="N^2 + N D",
+    memory_complexity="N^2 (the N × N weights)",
     summary="ResMLP cross-patch sublayer: Aff(A Aff(X)), one linear map across the positions of a fixed resolution.",
     **_COMMON,
 )
@@ -126,8 +126,8 @@ class ResMLPCrossPatch(_TokenWeights):
     family="mlp",
     paper="Pay Attention to MLPs",
     arxiv="2105.08050",
-    time_complexity="N^2 E + N D E",
-    memory_complexity="N^2 + N E",
+    time_complexity="N^2 E",
+    memory_complexity="N^2 (the N × N weights)",
     summary="gMLP token mixing: channel projection, spatial gating unit Z₁ ⊙ (W LN(Z₂) + b) across positions, "
             "projection back.",
     **_COMMON,

@@ -80,7 +80,7 @@ def kept_modes(sizes: tuple[int, ...], fraction: float, device: torch.device | N
     impls=SPECTRAL_IMPLS,
     causal="never",
     state="none",
-    time_complexity="N log N D + N D^2 / k",
+    time_complexity="N (D log N + D² k⁻¹)",
     memory_complexity="N D",
     spatial_dims=(1, 2, 3),
     summary="AFNO: a block-diagonal complex MLP on every Fourier mode, soft-thresholded, transformed back, plus x.",
@@ -130,7 +130,7 @@ class AdaptiveFourierNeuralOperator(_FourierBlockMLP):
     impls=SPECTRAL_IMPLS,
     causal="never",
     state="none",
-    time_complexity="N log N D + N D^2 / k",
+    time_complexity="N (D log N + D² k⁻¹)",
     memory_complexity="N D",
     spatial_dims=(1, 2, 3),
     summary="AFF: an input-adaptive frequency mask predicted from the spectrum by a group 1×1 conv MLP, multiplied "
