@@ -55,7 +55,7 @@ def test_info_prints_the_spec():
     (["train", "-p", "vocab_size"], ("--param must look like key=value",)),
     (["train", "--task", "burgers"], ("input kind 'grid'", "kind 'tokens'")),
     (["train", "--steps", "0"], ("training: steps must be positive, got 0",)),
-    (["bench", "--suite", "nosuch"], ("unknown suite 'nosuch'", "default")),
+    (["bench", "--suite", "nosuch"], ("unknown suite 'nosuch'", "quick")),
 ])
 def test_user_errors_are_one_line_and_a_nonzero_exit(database, arguments, fragments):
     assert_one_line_error(runner.invoke(app, arguments), *fragments)
