@@ -186,3 +186,9 @@ def test_bad_options_raise():
                           ("spam", {"kernel_size": 4}), ("spam", {"balances": (1.5,)}), ("spam", {"radius": 0})]:
         with pytest.raises(tokenmix.MixerInputError, match=name):
             tokenmix.create(name, 8, **options)
+
+
+def test_fnet2d_on_one_spatial_axis_is_the_sequence_fnet():
+    grid, sequence = tokenmix.create("fnet2d", 6, spatial_dims=1), tokenmix.create("fnet", 6)
+    x = torch.randn(2, 6, 11, dtype=torch.float64)
+    torch.testing.assert_close(grid(x), sequence(x.transpose(1, 2)).transpose(1, 2), rtol=1e-12, atol=1e-12)
