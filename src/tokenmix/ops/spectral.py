@@ -25,6 +25,13 @@ Modes beyond the grid are *clamped*, not rejected: on a grid of `n` points a non
 dropped frequencies are unused (zero gradient). A function sampled on a coarse grid has no content above its Nyquist
 frequency, so clamping is what resolution invariance asks for (FNO is routinely evaluated below its training grid).
 
+Output on another grid (`out_sizes`, U-NO's operators between domains of different resolution, arXiv:2204.11127):
+y(x) above is a function of x, so it can be evaluated on any grid; with `out_sizes` it is evaluated at the points
+x = j / n'_a of that grid (still with the input's 1/N quadrature), the modes clamped to what both grids resolve
+unambiguously: |k_a| ≤ (min(n_a, n'_a) − 1) // 2 on every axis, the last included (an even grid's Nyquist term is
+real on that grid and complex on the other, so it is dropped when the grids differ). `out_sizes == sizes` is the plain
+convolution above.
+
 Forms (`impl`): `reference` applies dense DFT matrices (O(N · modes) memory, the equation above); `fft` uses
 `torch.fft.rfftn` / `irfftn`. Inputs in bf16/fp16 are computed in float32 and returned in their own dtype.
 """
@@ -60,20 +67,31 @@ def modes_of(weight: Tensor) -> tuple[int, ...]:
     return (*[(size + 1) // 2 for size in leading], last)
 
 
-def spectral_conv(x: Tensor, weight: Tensor, *, impl: str = "auto") -> Tensor:
+def spectral_conv(x: Tensor, weight: Tensor, *, impl: str = "auto",
+                  out_sizes: tuple[int, ...] | None = None) -> Tensor:
     """Truncated-mode spectral convolution of `x: (B, C_in, *spatial)` with `weight` (see `weight_shape`);
-    returns `(B, C_out, *spatial)` in x's dtype. See the module docstring for the operator and the mode set."""
+    returns `(B, C_out, *out_sizes)` (default: x's grid) in x's dtype. See the module docstring for the operator,
+    the mode set and the output grid."""
     op = "spectral_conv"
     check_impl(op, impl, ("auto", *IMPLS))
     _check(op, x, weight)
     dtype = compute_dtype(x, weight)
     out_dtype = x.dtype
     sizes = tuple(x.shape[2:])
-    modes = retained_modes(modes_of(weight), sizes)
+    out_sizes = sizes if out_sizes is None else tuple(out_sizes)
+    if len(out_sizes) != len(sizes) or any(isinstance(n, bool) or not isinstance(n, int) or n <= 0 for n in out_sizes):
+        raise MixerInputError(f"{op}: out_sizes must be {len(sizes)} positive integers, got {out_sizes!r}")
+    if out_sizes == sizes:
+        modes = retained_modes(modes_of(weight), sizes)
+    else:
+        modes = tuple(min(m, (min(a, b) - 1) // 2 + 1) for m, a, b in zip(modes_of(weight), sizes, out_sizes))
     weight = _centre_crop(weight.to(dtype), modes_of(weight), modes)
     complex_weight = torch.view_as_complex(weight.contiguous())
     x = x.to(dtype)
-    y = _reference(x, complex_weight, modes) if impl == "reference" else _fft(x, complex_weight, modes)
+    if impl == "reference":
+        y = _reference(x, complex_weight, modes, out_sizes)
+    else:
+        y = _fft(x, complex_weight, modes, out_sizes)
     return y.to(out_dtype)
 
 
@@ -104,25 +122,25 @@ def _frequencies(modes: tuple[int, ...]) -> list[list[int]]:
     return [list(range(-(m - 1), m)) for m in modes[:-1]] + [list(range(modes[-1]))]
 
 
-def _reference(x: Tensor, weight: Tensor, modes: tuple[int, ...]) -> Tensor:
+def _reference(x: Tensor, weight: Tensor, modes: tuple[int, ...], out_sizes: tuple[int, ...]) -> Tensor:
     sizes = x.shape[2:]
     cdtype = weight.dtype
     letters = "xyz"[:len(sizes)]  # spatial positions
     freq = "uvw"[:len(sizes)]     # frequencies
     forward, inverse = [], []
-    for n, ks in zip(sizes, _frequencies(modes)):
+    for n, n_out, ks in zip(sizes, out_sizes, _frequencies(modes)):
         k = torch.tensor(ks, dtype=x.dtype, device=x.device)[:, None]
-        position = torch.arange(n, dtype=x.dtype, device=x.device)[None, :]
-        angle = 2 * math.pi * k * position / n
+        angle = 2 * math.pi * k * torch.arange(n, dtype=x.dtype, device=x.device)[None, :] / n
         forward.append(torch.polar(torch.ones_like(angle), -angle).to(cdtype))   # (k, x): e^{-2πi k x / n}
-        inverse.append(torch.polar(torch.ones_like(angle), angle).to(cdtype))    # (k, x): e^{+2πi k x / n}
+        angle = 2 * math.pi * k * torch.arange(n_out, dtype=x.dtype, device=x.device)[None, :] / n_out
+        inverse.append(torch.polar(torch.ones_like(angle), angle).to(cdtype))    # (k, x'): e^{+2πi k x' / n'}
     # X_k = Σ_x v(x) e^{-2πi k·x/n}
     terms = [f"bi{letters}"] + [f"{K}{a}" for K, a in zip(freq, letters)]
     spectrum = torch.einsum(",".join(terms) + f"->bi{freq}", x.to(cdtype), *forward)
     # Y_k = X_k R_k
     spectrum = torch.einsum(f"bi{freq},io{freq}->bo{freq}", spectrum, weight)
     # y(x) = (1/N) Σ_k c_{k_d} Re(Y_k e^{2πi k·x/n})
-    last = sizes[-1]
+    last = out_sizes[-1]
     c = torch.full((modes[-1],), 2.0, dtype=x.dtype, device=x.device)
     c[0] = 1.0
     if last % 2 == 0 and modes[-1] == last // 2 + 1:
@@ -133,7 +151,7 @@ def _reference(x: Tensor, weight: Tensor, modes: tuple[int, ...]) -> Tensor:
     return y.real / math.prod(sizes)
 
 
-def _fft(x: Tensor, weight: Tensor, modes: tuple[int, ...]) -> Tensor:
+def _fft(x: Tensor, weight: Tensor, modes: tuple[int, ...], out_sizes: tuple[int, ...]) -> Tensor:
     sizes = tuple(x.shape[2:])
     dims = tuple(range(2, x.ndim))
     spectrum = torch.fft.rfftn(x, dim=dims)
@@ -145,16 +163,17 @@ def _fft(x: Tensor, weight: Tensor, modes: tuple[int, ...]) -> Tensor:
     letters = "uvw"[:len(sizes)]
     mixed = torch.einsum(f"bi{letters},io{letters}->bo{letters}", low, weight)
     # Scatter back: non-negative frequencies to the front of each axis, negative ones to the back.
-    out = mixed.new_zeros(x.shape[0], weight.shape[1], *sizes[:-1], sizes[-1] // 2 + 1)
+    out = mixed.new_zeros(x.shape[0], weight.shape[1], *out_sizes[:-1], out_sizes[-1] // 2 + 1)
     out_index: list[list[slice]] = [[slice(0, modes[-1])]]
     source_index: list[list[slice]] = [[slice(None)]]
     for axis in reversed(range(len(sizes) - 1)):
-        m, n = modes[axis], sizes[axis]
+        m, n = modes[axis], out_sizes[axis]
         out_index = [[o, *rest] for o in (slice(0, m), slice(n - (m - 1), n)) for rest in out_index]
         source_index = [[s, *rest] for s in (slice(m - 1, 2 * m - 1), slice(0, m - 1)) for rest in source_index]
     for o, s in zip(out_index, source_index):
         out[(slice(None), slice(None), *o)] = mixed[(slice(None), slice(None), *s)]
-    return torch.fft.irfftn(out, s=sizes, dim=dims)
+    y = torch.fft.irfftn(out, s=out_sizes, dim=dims)
+    return y if out_sizes == sizes else y * (math.prod(out_sizes) / math.prod(sizes))  # irfftn divides by N_out
 
 
 # --- Full-spectrum transforms and global filters (GFNet, AFNO, AFF, SPANet, FNet-2D) ------------------------------
