@@ -64,3 +64,11 @@ def test_spd_downsampling_keeps_every_pixel():
     assert model.forward_features(torch.randn(2, 3, 7, 9)).shape == (2, 8, 4, 5)
     with pytest.raises(MixerInputError, match="downsample"):
         VisionModel("poolformer", depths=(1, 1), dims=(4, 8), downsample="pool")
+
+
+def test_odd_blocks_take_their_own_options_for_alternating_pairs():
+    model = VisionModel("swin_attention", in_channels=1, num_classes=3, depths=(4,), dims=(16,), patch_size=1,
+                        mixer_options={"window_size": 4, "num_heads": 2}, odd_block_options={"shift_size": 2})
+    shifts = [block.mixer.shift_size for block in model.stages[0]]
+    assert shifts == [0, 2, 0, 2]
+    assert model(torch.randn(2, 1, 8, 8)).shape == (2, 3)

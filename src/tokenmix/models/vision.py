@@ -134,13 +134,17 @@ class VisionModel(nn.Module):
     `depths` and `dims` give the blocks and width of each stage (one entry: isotropic; several: hierarchical,
     each stage after the first halving the resolution). `mixers` is one name or one per stage, `mixer_options`
     one dict or one per stage. `downsample` is "conv" or "spd". `num_classes=0` returns pooled features.
-    `pooling` is "average" (global average pool) or "simpool" (SimPool attention pooling, models/simpool.py)."""
+    `pooling` is "average" (global average pool) or "simpool" (SimPool attention pooling, models/simpool.py).
+    `odd_block_options` (one dict or one per stage) update the options of every second block of a stage, for
+    mixers used in alternating pairs: Swin's regular and shifted windows are
+    `mixer_options={"window_size": 7}, odd_block_options={"shift_size": 3}`."""
 
     def __init__(self, mixers: str | Sequence[str], *, in_channels: int = 3, num_classes: int = 10,
                  depths: Sequence[int] = (2, 2, 2, 2), dims: Sequence[int] = (32, 64, 128, 256),
                  mixer_options: dict[str, Any] | Sequence[dict[str, Any] | None] | None = None,
                  patch_size: int = 4, mlp_ratio: float = 4.0, downsample: str = "conv",
-                 pooling: str = "average") -> None:
+                 pooling: str = "average",
+                 odd_block_options: dict[str, Any] | Sequence[dict[str, Any] | None] | None = None) -> None:
         super().__init__()
         depths, dims = list(depths), list(dims)
         if not depths or len(depths) != len(dims) or min(depths) < 1 or min(dims) < 1:
@@ -149,6 +153,7 @@ class VisionModel(nn.Module):
             raise MixerInputError(f"VisionModel: patch_size must be positive, got {patch_size}")
         mixers = _per_stage(mixers, len(depths), "mixers")
         options = _per_stage(mixer_options, len(depths), "mixer_options")
+        odd_options = _per_stage(odd_block_options, len(depths), "odd_block_options")
         self.in_channels = in_channels
         self.stem = nn.Conv2d(in_channels, dims[0], patch_size, stride=patch_size)
         self.stages = nn.ModuleList()
@@ -156,7 +161,11 @@ class VisionModel(nn.Module):
             layers: list[nn.Module] = []
             if i > 0:
                 layers.append(downsampling(downsample, dims[i - 1], dim))
-            layers += [MetaFormerBlock(dim, mixers[i], options[i], mlp_ratio) for _ in range(depth)]
+            for block in range(depth):
+                block_options = options[i]
+                if block % 2 == 1 and odd_options[i]:
+                    block_options = {**(block_options or {}), **odd_options[i]}
+                layers.append(MetaFormerBlock(dim, mixers[i], block_options, mlp_ratio))
             self.stages.append(nn.Sequential(*layers))
         self.num_features = dims[-1]
         if pooling not in ("average", "simpool"):
