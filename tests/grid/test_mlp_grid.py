@@ -129,3 +129,19 @@ def test_spatial_shift_by_hand_and_block_equation():
                                torch.ones(1, 4, 1, 1))               # a 1×1 grid has no neighbours: unchanged
     with pytest.raises(tokenmix.MixerInputError, match="spatial_shift"):
         tokenmix.create("spatial_shift", 6)
+
+
+@pytest.mark.parametrize("name", ["grid_token_mlp", "resmlp", "gmlp", "shift", "spatial_shift"])
+def test_in_the_vision_backbone(name):
+    from tokenmix.models.vision import VisionModel
+    torch.manual_seed(0)
+    fixed = name in ("grid_token_mlp", "resmlp", "gmlp")
+    options = [{"resolution": 8}, {"resolution": 4}] if fixed else None  # 16×16 images, patch 2, then halved
+    model = VisionModel(name, num_classes=3, depths=(1, 1), dims=(8, 16), patch_size=2, mixer_options=options)
+    logits = model(torch.randn(2, 3, 16, 16))
+    torch.nn.functional.cross_entropy(logits, torch.tensor([0, 2])).backward()
+    assert torch.isfinite(logits).all()
+    assert all(p.grad is not None for p in model.parameters())
+    if fixed:
+        with pytest.raises(tokenmix.MixerInputError, match="exceeds"):
+            model(torch.randn(1, 3, 18, 18))

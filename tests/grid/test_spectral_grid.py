@@ -192,3 +192,15 @@ def test_fnet2d_on_one_spatial_axis_is_the_sequence_fnet():
     grid, sequence = tokenmix.create("fnet2d", 6, spatial_dims=1), tokenmix.create("fnet", 6)
     x = torch.randn(2, 6, 11, dtype=torch.float64)
     torch.testing.assert_close(grid(x), sequence(x.transpose(1, 2)).transpose(1, 2), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["gfnet", "afno", "aff", "fnet2d", "spam"])
+def test_in_the_vision_backbone(name):
+    from tokenmix.models.vision import VisionModel
+    torch.manual_seed(0)
+    options = [{"resolution": 8}, {"resolution": 4}] if name == "gfnet" else None  # 16×16 images, patch 2
+    model = VisionModel(name, num_classes=3, depths=(1, 1), dims=(8, 16), patch_size=2, mixer_options=options)
+    logits = model(torch.randn(2, 3, 16, 16))
+    torch.nn.functional.cross_entropy(logits, torch.tensor([0, 2])).backward()
+    assert torch.isfinite(logits).all()
+    assert all(p.grad is not None for p in model.parameters())
