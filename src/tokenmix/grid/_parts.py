@@ -23,3 +23,11 @@ def depthwise_weight(dim: int, kernel_size: int | tuple[int, ...], spatial_dims:
     weight = nn.Parameter(torch.empty(dim, 1, *sizes))
     nn.init.trunc_normal_(weight, std=0.02)
     return weight
+
+
+def positive_pair(mixer: GridMixer, option: str, value: int | tuple[int, int]) -> tuple[int, int]:
+    """Check a 2D size option (e.g. a resolution): one positive integer for both axes, or two."""
+    values = (value, value) if isinstance(value, int) and not isinstance(value, bool) else tuple(value)
+    if len(values) != 2:
+        raise mixer._fail(f"{option} must be one positive integer or two, got {value!r}")
+    return tuple(mixer._positive_int(option, v) for v in values)

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tokenmix.grid.spectral import _pair
+from tokenmix.grid._parts import positive_pair
 from tokenmix.mixer import GridMixer
 from tokenmix.registry import register
 
@@ -31,7 +31,7 @@ class _TokenWeights(GridMixer):
     def __init__(self, dim: int, *, resolution: int | tuple[int, int] = 14, impl: str = "auto",
                  causal: bool | None = None, spatial_dims: int | None = None) -> None:
         super().__init__(dim, impl=impl, causal=causal, spatial_dims=spatial_dims)
-        self.resolution = _pair(self, "resolution", resolution)
+        self.resolution = positive_pair(self, "resolution", resolution)
         self.num_positions = math.prod(self.resolution)
 
     def positions(self, x: Tensor) -> Tensor | None:

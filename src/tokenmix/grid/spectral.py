@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tokenmix.grid._parts import positive_pair
 from tokenmix.mixer import GridMixer
 from tokenmix.ops.spectral import filter_shape, fourier_transform, global_filter
 from tokenmix.registry import register
@@ -19,15 +20,9 @@ from tokenmix.registry import register
 SPECTRAL_IMPLS = ("reference", "fft")  # tokenmix.ops.spectral: dense DFT matrices, torch.fft
 
 
-def _fft_impl(mixer: GridMixer) -> str:
+def fft_impl(mixer: GridMixer) -> str:
+    """The op's algorithm for a mixer's `impl` ("auto" is torch.fft)."""
     return "fft" if mixer.impl == "auto" else mixer.impl
-
-
-def _pair(mixer: GridMixer, option: str, value: int | tuple[int, int]) -> tuple[int, int]:
-    values = (value, value) if isinstance(value, int) and not isinstance(value, bool) else tuple(value)
-    if len(values) != 2:
-        raise mixer._fail(f"{option} must be one positive integer or two, got {value!r}")
-    return tuple(mixer._positive_int(option, v) for v in values)
 
 
 def resize_filter(weight: Tensor, resolution: tuple[int, int], size: tuple[int, int]) -> Tensor:
@@ -86,7 +81,7 @@ class GlobalFilter(GridMixer):
     def __init__(self, dim: int, *, resolution: int | tuple[int, int] = 14, impl: str = "auto",
                  causal: bool | None = None, spatial_dims: int | None = None) -> None:
         super().__init__(dim, impl=impl, causal=causal, spatial_dims=spatial_dims)
-        self.resolution = _pair(self, "resolution", resolution)
+        self.resolution = positive_pair(self, "resolution", resolution)
         self.weight = nn.Parameter(0.02 * torch.randn(*filter_shape(dim, self.resolution)))
 
     def filter_for(self, size: tuple[int, int]) -> Tensor:
@@ -94,7 +89,7 @@ class GlobalFilter(GridMixer):
         return resize_filter(self.weight, self.resolution, size)
 
     def _mix(self, x: Tensor) -> Tensor:
-        return global_filter(x, self.filter_for(tuple(x.shape[2:])), impl=_fft_impl(self))
+        return global_filter(x, self.filter_for(tuple(x.shape[2:])), impl=fft_impl(self))
 
 
 @register(
@@ -119,7 +114,7 @@ class FourierTransform2D(GridMixer):
 
     def _mix(self, x: Tensor) -> Tensor:
         dims = tuple(range(1, x.ndim))
-        return fourier_transform(x, dims, impl=_fft_impl(self)).real.to(x.dtype)
+        return fourier_transform(x, dims, impl=fft_impl(self)).real.to(x.dtype)
 
 
 def spectral_pooling_mask(size: tuple[int, int], radius: float, balance: float,
@@ -195,7 +190,7 @@ class SpectralPoolingAggregationModulation(GridMixer):
         dtype = torch.float64 if u.dtype == torch.float64 else torch.float32  # half precision filters in float32
         mask = spectral_pooling_mask(tuple(u.shape[2:]), self.radius, balance, u.device).to(dtype)
         weight = torch.stack([mask, torch.zeros_like(mask)], dim=-1).expand(u.shape[1], *mask.shape, 2)
-        return global_filter(u, weight, impl=_fft_impl(self))
+        return global_filter(u, weight, impl=fft_impl(self))
 
     def _mix(self, x: Tensor) -> Tensor:
         u = self.conv_column(self.conv_row(self.proj_in(x)))

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tokenmix.grid.spectral import SPECTRAL_IMPLS, _fft_impl
+from tokenmix.grid.spectral import SPECTRAL_IMPLS, fft_impl
 from tokenmix.mixer import GridMixer
 from tokenmix.ops.spectral import inverse_real_fft, real_fft
 from tokenmix.registry import register
@@ -111,7 +111,7 @@ class AdaptiveFourierNeuralOperator(_FourierBlockMLP):
         self.keep_fraction = float(keep_fraction)
 
     def _mix(self, x: Tensor) -> Tensor:
-        impl, sizes = _fft_impl(self), tuple(x.shape[2:])
+        impl, sizes = fft_impl(self), tuple(x.shape[2:])
         z = real_fft(x, impl=impl, norm="ortho")
         mixed = self.mode_mlp(z)
         lam = self.sparsity_threshold
@@ -154,6 +154,6 @@ class AdaptiveFrequencyFilter(_FourierBlockMLP):
             self.b2[..., 0] += 1.0
 
     def _mix(self, x: Tensor) -> Tensor:
-        impl, sizes = _fft_impl(self), tuple(x.shape[2:])
+        impl, sizes = fft_impl(self), tuple(x.shape[2:])
         z = real_fft(x, impl=impl, norm="ortho")
         return inverse_real_fft(self.mode_mlp(z) * z, sizes, impl=impl, norm="ortho").to(x.dtype)
