@@ -180,7 +180,7 @@ def test_spam_matches_its_equation():
 
 
 def test_bad_options_raise():
-    for name, options in [("gfnet", {"resolution": (8, 8, 8)}), ("gfnet", {"resolution": 0}),
+    for name, options in [("gfnet", {"resolution": (8, 8, 8)}), ("gfnet", {"resolution": 0}), ("gfnet", {"resolution": 8.5}),
                           ("afno", {"num_blocks": 3}), ("afno", {"keep_fraction": 0.0}),
                           ("afno", {"sparsity_threshold": -1.0}), ("aff", {"num_blocks": 5}),
                           ("spam", {"kernel_size": 4}), ("spam", {"balances": (1.5,)}), ("spam", {"radius": 0})]:

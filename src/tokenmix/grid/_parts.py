@@ -27,7 +27,7 @@ def depthwise_weight(dim: int, kernel_size: int | tuple[int, ...], spatial_dims:
 
 def positive_pair(mixer: GridMixer, option: str, value: int | tuple[int, int]) -> tuple[int, int]:
     """Check a 2D size option (e.g. a resolution): one positive integer for both axes, or two."""
-    values = (value, value) if isinstance(value, int) and not isinstance(value, bool) else tuple(value)
-    if len(values) != 2:
+    values = (value, value) if isinstance(value, int) and not isinstance(value, bool) else value
+    if not isinstance(values, (tuple, list)) or len(values) != 2:
         raise mixer._fail(f"{option} must be one positive integer or two, got {value!r}")
     return tuple(mixer._positive_int(option, v) for v in values)
