@@ -58,3 +58,23 @@ def test_hgrn2_is_its_gated_recurrence():
     o = torch.stack(outputs, dim=1).flatten(-2)                   # (B, L, D)
     normalized = o * torch.rsqrt(o.pow(2).mean(-1, keepdim=True) + 1e-5) * m.norm.weight
     torch.testing.assert_close(m(x), m.out(normalized), rtol=1e-10, atol=1e-10)
+
+
+def test_lightning_is_the_transnormerllm_layer():
+    """q, k = SiLU(W_q x), SiLU(W_k x), v = W_v x, S_t = λ_h S_{t-1} + k_t v_tᵀ, o_t = S_tᵀ q_t (no 1/√K),
+    y = W_o(SRMSNorm(o) ⊙ W_u x) with SRMSNorm over all heads' channels and no gain (TransNormerLLM's layer)."""
+    m = tokenmix.create("lightning_attention", 8, num_heads=2, impl="chunk", chunk_size=3).double()
+    x = torch.randn(1, 7, 8, dtype=torch.float64)
+    q, k, v, u = m.qkvu(x).chunk(4, dim=-1)
+    q, k = F.silu(q), F.silu(k)
+    decay = -m.log_decay                                  # 2^(-8h/H)(1 + 1e-5), H = 2; its float32 buffer, so exact
+    torch.testing.assert_close(decay, torch.tensor([2.0 ** -4, 2.0 ** -8], dtype=torch.float64) * (1 + 1e-5))
+    state = torch.zeros(1, 2, 4, 4, dtype=torch.float64)
+    outputs = []
+    for t in range(7):
+        k_t, v_t, q_t = (z[:, t].unflatten(-1, (2, 4)) for z in (k, v, q))
+        state = (-decay).exp()[:, None, None] * state + k_t[..., None] * v_t[..., None, :]
+        outputs.append(torch.einsum("bhkv,bhk->bhv", state, q_t))
+    o = torch.stack(outputs, dim=1).flatten(-2)
+    normalized = o * torch.rsqrt(o.pow(2).mean(-1, keepdim=True) + 1e-5)
+    torch.testing.assert_close(m(x), m.out(normalized * u), rtol=1e-10, atol=1e-10)

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from tokenmix.mixer import State
 from tokenmix.registry import register
-from tokenmix.sequence._heads import HeadNorm, check_heads, merge_heads, split_heads
+from tokenmix.sequence._heads import check_heads, merge_heads, split_heads
 from tokenmix.sequence._short_conv import ShortConv
 from tokenmix.sequence.linear_attention import LINEAR_IMPLS, _LinearAttentionMixer
 
@@ -157,7 +157,7 @@ class HGRN2(_LinearAttentionMixer):
     time_complexity="L",
     memory_complexity="L",
     summary="TransNormerLLM's gated linear attention: SiLU q, k, fixed per-head decay λ_h = exp(-2^(-8h/H)), "
-            "simple RMS norm, output gate U; the tiled intra/inter-block algorithm is the `chunk` impl.",
+            "simple RMS norm (no gain), output gate U; the tiled intra/inter-block algorithm is the `chunk` impl.",
 )
 class LightningAttention(_LinearAttentionMixer):
     """Lightning attention in the TransNormerLLM block (Qin et al., arXiv:2401.04658, arXiv:2307.14995):
@@ -168,8 +168,9 @@ class LightningAttention(_LinearAttentionMixer):
     Intra-block masked products plus the inter-block state (Lightning Attention-2's tiling) is `impl="chunk"`.
     The decays are the authors' released ones (ALiBi slopes 2^(-8h/H) scaled by 1 - l/(L-1) + 10⁻⁵ for layer l of
     L, the 10⁻⁵ keeping a slight decay in the last layer); for a head count that is not a power of two ALiBi
-    interleaves slopes, here 2^(-8h/H) is used for every H. Deviations: no LRPE-d positional encoding; the norm has
-    no gain per head beyond HeadNorm's (RMS per head).
+    interleaves slopes, here 2^(-8h/H) is used for every H. As in the authors' layer, q·k is not scaled and the
+    SRMSNorm (no gain) spans all heads' channels; an earlier version here scaled by 1/√K and normalized per head
+    with a gain. Deviation: no LRPE-d positional encoding.
     """
 
     def __init__(self, dim: int, *, num_heads: int = 4, layer_ratio: float = 0.0, chunk_size: int = 64,
@@ -181,7 +182,6 @@ class LightningAttention(_LinearAttentionMixer):
         self.num_heads = num_heads
         self.key_dim = self.value_dim = check_heads(self.spec.name, dim, num_heads)
         self.qkvu = nn.Linear(dim, 4 * dim, bias=False)
-        self.norm = HeadNorm(num_heads, self.value_dim, centered=False)
         self.out = nn.Linear(dim, dim, bias=False)
         heads = torch.arange(1, num_heads + 1, dtype=torch.float64)
         slopes = 2.0 ** (-8.0 * heads / num_heads) * (1.0 - layer_ratio + 1e-5)
@@ -190,5 +190,7 @@ class LightningAttention(_LinearAttentionMixer):
     def _mix(self, x: Tensor, state: State | None) -> tuple[Tensor, State | None]:
         q, k, v, u = self.qkvu(x).chunk(4, dim=-1)
         q, k, v = (split_heads(t, self.num_heads) for t in (F.silu(q), F.silu(k), v))
-        o, state = self._run(q, k, v, self.log_decay, state)
-        return self.out(self.norm(o) * u), state
+        o, state = self._run(q, k, v, self.log_decay, state, scale=1.0)
+        o = merge_heads(o)
+        o = o * torch.rsqrt(o.pow(2).mean(-1, keepdim=True) + 1e-5)       # SRMSNorm: no gain, all heads together
+        return self.out(o * u), state
