@@ -46,3 +46,21 @@ def test_user_errors_are_one_line(tmp_path, arguments, fragment):
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and fragment in lines[0]
+
+
+def test_analyze_erf_loads_a_checkpoint(tmp_path):
+    import torch
+
+    import tokenmix
+
+    mixer = tokenmix.create("depthwise_conv", 4, kernel_size=5)
+    with torch.no_grad():
+        mixer.weight.zero_()
+        mixer.weight[:, :, 2, 3] = 1.0          # one tap, one column right of the centre
+    torch.save(mixer.state_dict(), tmp_path / "mixer.pt")
+    result = runner.invoke(app, ["analyze", "erf", "--mixer", "depthwise_conv", "--dim", "4", "--size", "9",
+                                 "--samples", "1", "-o", "kernel_size=5", "--checkpoint", str(tmp_path / "mixer.pt"),
+                                 "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    row = next(line for line in (tmp_path / "erf.md").read_text().splitlines() if line.startswith("| depthwise"))
+    assert "| 81 | 1.2% | 1.00 | 1.00 |" in row    # 1 of 81 positions, at distance 1 from the centre
