@@ -37,6 +37,17 @@ def test_causal_sequence_mixer_has_zero_gradient_on_the_future(name):
     assert erf[:9].sum() > 0 and erf[8] > 0
 
 
+@pytest.mark.parametrize("name", ["hyena", "s4d"])
+def test_fft_convolution_mixers_reach_only_the_past_above_round_off(name):
+    # their FFT convolution leaks round-off into the future; the support ignores it
+    erf = mixer_receptive_field(name, dim=8, size=8)                            # 64 positions, centre 32
+    assert erf.dtype == torch.float64
+    assert float(erf[33:].max()) < 1e-14 * float(erf.max())   # round-off: a few float64 epsilons, not a tap
+    erf32 = effective_receptive_field(tokenmix.create(name, 8), (64, 8), layout="sequence")
+    assert erf32.dtype == torch.float32 and float(erf32[33:].max()) < 1e-6 * float(erf32.max())
+    assert not support(erf)[33:].any() and support(erf)[:33].sum() > 16
+
+
 def test_short_convolution_reaches_its_kernel_into_the_past():
     erf = mixer_receptive_field("short_conv", dim=8, size=4, kernel_size=4)
     assert support(erf).nonzero().flatten().tolist() == [5, 6, 7, 8]
@@ -54,8 +65,8 @@ def test_mass_radius_of_hand_made_maps():
 def test_backbone_receptive_field_grows_with_depth():
     torch.manual_seed(0)
     options = {"kernel_size": 3, "impl": "direct"}
-    shallow = VisionModel("depthwise_conv", depths=(1,), dims=(8,), patch_size=1, mixer_options=options)
-    deep = VisionModel("depthwise_conv", depths=(3,), dims=(8,), patch_size=1, mixer_options=options)
+    shallow = VisionModel("depthwise_conv", depths=(1,), dims=(8,), patch_size=1, mixer_options=options).double()
+    deep = VisionModel("depthwise_conv", depths=(3,), dims=(8,), patch_size=1, mixer_options=options).double()
     sizes = [int(support(effective_receptive_field(m.forward_features, (3, 15, 15), samples=2)).sum())
              for m in (shallow, deep)]
     assert sizes == [9, 49]   # one 3×3 mixer; three: 7×7 (the 1×1 MLPs and LayerNorms stay per position)

@@ -70,7 +70,7 @@ def _erf(names, out, *, dim, size, samples, options, checkpoint, **_) -> list[st
 
     rows, lines = [], []
     for name in names:
-        mixer = _mixer(name, dim, options, checkpoint) if checkpoint or options else None
+        mixer = _mixer(name, dim, options, checkpoint).double() if checkpoint or options else None
         if mixer is None:
             from tokenmix.analysis.receptive_field import mixer_receptive_field
             erf = mixer_receptive_field(name, dim=dim, size=size, samples=samples)
@@ -81,10 +81,10 @@ def _erf(names, out, *, dim, size, samples, options, checkpoint, **_) -> list[st
         plot_erf(erf, out / f"erf_{name}.png", f"{name}: effective receptive field")
         summary = radius_summary(erf)
         rows.append({"mixer": name, "layout": tokenmix.spec(name).layout, "positions": erf.numel(), **summary})
-    lines.append(f"Effective receptive field: mean |∂y(centre)/∂x| over {samples} random inputs, D = {dim}, "
+    lines.append(f"Effective receptive field (float64): mean |∂y(centre)/∂x| over {samples} random inputs, D = {dim}, "
                  f"grid {size}×{size} (sequence mixers: L = {size * size}, centre {size * size // 2}). "
                  "r(s%): the radius from the centre holding s% of the mass; reached: share of positions "
-                 "with a non-zero gradient.\n")
+                 "with a gradient above round-off (100 ε × the peak).\n")
     lines.append(erf_table(rows))
     lines += [f"![{row['mixer']}](erf_{row['mixer']}.png)" for row in rows]
     return lines

@@ -25,17 +25,23 @@ from torch import Tensor, nn
 import tokenmix
 from tokenmix.errors import MixerInputError
 
-SUPPORT_THRESHOLD = 1e-10  # an ERF entry counts as in the support when above this share of the largest entry
+# An ERF entry counts as reached when above this many machine epsilons (of the map's dtype) times the peak: the
+# round-off of an FFT convolution leaks a few epsilons of the peak into positions a causal mixer never reads.
+SUPPORT_EPSILONS = 100.0
 
 
 def effective_receptive_field(module: nn.Module | Callable[[Tensor], Tensor], input_shape: tuple[int, ...], *,
                               layout: str = "grid", samples: int = 4, seed: int = 0,
-                              dtype: torch.dtype = torch.float32) -> Tensor:
+                              dtype: torch.dtype | None = None) -> Tensor:
     """The ERF map of `module` for inputs of `input_shape` (without the batch axis): `(*spatial)` for
     `layout="grid"` (input `(C, *spatial)`, output `(C', *spatial')`, channels first) or `(L,)` for
-    `layout="sequence"` (input `(L, D)`, output `(L, D')`)."""
+    `layout="sequence"` (input `(L, D)`, output `(L, D')`). Inputs in `dtype`, by default the module's own."""
     if layout not in ("grid", "sequence"):
         raise MixerInputError(f"effective_receptive_field: layout must be 'grid' or 'sequence', got {layout!r}")
+    owner = getattr(module, "__self__", module)          # a bound method such as model.forward_features
+    if dtype is None:
+        first = next(owner.parameters(), None) if isinstance(owner, nn.Module) else None
+        dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(samples, *input_shape, generator=generator, dtype=dtype).requires_grad_(True)
     if isinstance(module, nn.Module):
@@ -64,7 +70,9 @@ def mixer_receptive_field(name: str, *, dim: int = 16, size: int = 32, samples: 
         shape = (size * size, dim)
     else:
         shape = (dim, *([size] * (2 if 2 in spec.spatial_dims else spec.spatial_dims[0])))
-    mixer = tokenmix.create(name, dim, **fit_size_options(name, (1, *shape), options))
+    # float64: the support is then exact up to round-off ~1e-16 (float32 FFT convolutions leak ~1e-9 of the
+    # peak into positions a causal mixer never reads, the size of true far-field values of deep stacks)
+    mixer = tokenmix.create(name, dim, **fit_size_options(name, (1, *shape), options)).double()
     return effective_receptive_field(mixer, shape, layout=spec.layout, samples=samples, seed=seed)
 
 
@@ -81,8 +89,11 @@ def mass_radius(erf: Tensor, share: float) -> float:
     return float(distance[order][min(index, distance.numel() - 1)])
 
 
-def support(erf: Tensor, threshold: float = SUPPORT_THRESHOLD) -> Tensor:
-    """Boolean map of the positions whose ERF exceeds `threshold` × its maximum."""
+def support(erf: Tensor, threshold: float | None = None) -> Tensor:
+    """Boolean map of the positions whose ERF exceeds `threshold` × its maximum (default: 100 machine epsilons of
+    the map's dtype, i.e. above round-off)."""
+    if threshold is None:
+        threshold = SUPPORT_EPSILONS * torch.finfo(erf.dtype).eps
     return erf > threshold * erf.max()
 
 
