@@ -22,3 +22,4 @@ from tokenmix.grid import axial_attention  # noqa: F401
 from tokenmix.grid import lambda_layer  # noqa: F401
 from tokenmix.grid import operators_lowrank  # noqa: F401
 from tokenmix.grid import operators_unet  # noqa: F401
+from tokenmix.grid import operators_graph  # noqa: F401
