@@ -119,8 +119,10 @@ def _lipschitz(names, out, *, options, checkpoint, size, **_) -> list[str]:
                  f"| {products['naive']:.4g} |")
     figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
     positions = range(len(layers))
+    labels = {"naive": "naive (reshaped kernel)", "gram": "Gram iteration (6)",
+              "exact": "FFT (circular, grown grid)", "power": "power iteration (the zero-padded layer)"}
     for column, marker in (("naive", "v"), ("gram", "^"), ("exact", "o"), ("power", "x")):
-        left.plot(positions, [getattr(layer, column) for layer in layers], marker, label=column)
+        left.plot(positions, [getattr(layer, column) for layer in layers], marker, label=labels[column])
     left.set_xticks(list(positions), [layer.name for layer in layers], rotation=60, ha="right", fontsize=7)
     left.set_yscale("log")
     left.set_ylabel("spectral norm bound")
