@@ -23,3 +23,4 @@ from tokenmix.grid import lambda_layer  # noqa: F401
 from tokenmix.grid import operators_lowrank  # noqa: F401
 from tokenmix.grid import operators_unet  # noqa: F401
 from tokenmix.grid import operators_graph  # noqa: F401
+from tokenmix.grid import operators_multigrid  # noqa: F401
