@@ -8,8 +8,8 @@
 * `op`: `fft_conv(impl="fft")` against the bare transforms (one `rfft` of the input and one `irfft` of the product
   with the kernel spectrum computed beforehand; and the same plus the kernel's `rfft`, which a kernel generated
   per call needs), D = 256, same sizes, same run;
-* `hyena`: the Hyena mixer (order 2, D = 256; filters generated in each call, and reused across calls as at
-  inference with fixed weights) against the attention mixer (4 heads of 64, causal, SDPA) and the bare causal
+* `hyena`: the Hyena mixer (order 2, D = 256; filters generated and transformed in each call, and both reused
+  across calls as at inference with fixed weights) against the attention mixer (4 heads of 64, causal, SDPA) and the bare causal
   SDPA op on (1, 4, L, 64); the ratios use the per-call-filter time;
 * `scaling`: every long-conv mixer at D = 256; the fitted exponent of time in L (least squares on log-log);
 * `distill`: a Hyena (D = 256, `kernel_length` = L) distilled by `to_recurrent(order)`: filter and output relative
@@ -72,8 +72,9 @@ def hyena(lengths: list[int]) -> None:
     model = tokenmix.create("hyena", DIM, impl="fft").eval()
     attention = _mixer("attention", num_heads=4, impl="sdpa")
 
-    def fresh(x: torch.Tensor) -> torch.Tensor:  # the implicit filters generated in the call, as in training
+    def fresh(x: torch.Tensor) -> torch.Tensor:  # filters generated and transformed in the call, as in training
         model.filter.__dict__.pop("_cached_filter", None)
+        model.clear_kernel_spectra()
         return model(x)
 
     print("| L | hyena (ms) | hyena, cached filters (ms) | attention mixer (ms) | bare SDPA (ms) | "

@@ -197,7 +197,11 @@ def fast_size(n: int) -> int:
 def _fft(full: Tensor, spectrum: Tensor, size: int) -> Tensor:
     """Convolution modulo `size` (circular over `size` points, x zero-padded to it) with the kernel whose
     `rfft(·, n=size)` is `spectrum` (computed once, broadcast over the batch)."""
-    return torch.fft.irfft(torch.fft.rfft(full, n=size) * spectrum, n=size)
+    transformed = torch.fft.rfft(full, n=size)
+    if (torch.is_grad_enabled() and (full.requires_grad or spectrum.requires_grad)) or \
+            torch.broadcast_shapes(transformed.shape, spectrum.shape) != transformed.shape:
+        return torch.fft.irfft(transformed * spectrum, n=size)
+    return torch.fft.irfft(transformed.mul_(spectrum), n=size)  # no graph: the product in place, one buffer less
 
 
 def _reference(full: Tensor, kernel: Tensor, past: int, causal: bool) -> Tensor:
@@ -212,6 +216,16 @@ def _reference(full: Tensor, kernel: Tensor, past: int, causal: bool) -> Tensor:
 
 def _direct(full: Tensor, kernel: Tensor, past: int, causal: bool) -> Tensor:
     taps, length = kernel.shape[-1], full.shape[-1] - past
+    if causal and taps <= SHIFT_ADD_MAX_TAPS:
+        # Output i (position past + i) reads full[past + i - j] with tap j, for i ≥ j - past (zeros before the
+        # start): the first tap's product, then one fused multiply-add per further tap into the outputs it
+        # reaches. No padded copy of the input and one pass per tap (in place on y: autograd keeps the taps'
+        # operands, never y itself).
+        y = kernel[..., :1] * full[..., past:]
+        for j in range(1, min(taps, past + length)):
+            low = max(0, j - past)
+            y[..., low:].addcmul_(kernel[..., j:j + 1], full[..., past + low - j:past + length - j])
+        return y
     if causal:  # the L + K - 1 inputs the requested outputs read, zeros before the start
         start = past - (taps - 1)
         segment = F.pad(full[..., max(start, 0):], (max(-start, 0), 0))

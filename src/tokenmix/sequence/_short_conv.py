@@ -48,6 +48,6 @@ class ShortConv(nn.Module):
         continue from it and return the new cache, else None. `impl`: `direct` or `reference` (fft_conv's)."""
         u = x if channels_first else x.transpose(1, 2)
         y, new_cache = causal_conv(u, self.kernel(), cache, impl=impl)
-        if self.bias is not None:
-            y = y + self.bias[:, None]
+        if self.bias is not None:  # in place on the fresh convolution output (its autograd never keeps y itself)
+            y = y.add_(self.bias[:, None])
         return (y if channels_first else y.transpose(1, 2)), new_cache

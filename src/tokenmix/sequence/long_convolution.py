@@ -73,6 +73,15 @@ class LongConvMixer(SequenceMixer):
         return "reference" if self.impl == "reference" else "direct"
 
 
+def channels_first_linear(linear: nn.Linear, x: Tensor) -> Tensor:
+    """`linear(x).transpose(1, 2)` for `x: (B, L, C_in)`, made contiguous `(B, C_out, L)` by the matrix product
+    itself (W · xᵀ with the bias as its initial value): no transposed copy of the (B, C_out, L) result."""
+    weight = linear.weight.expand(x.shape[0], -1, -1)
+    if linear.bias is None:
+        return torch.bmm(weight, x.transpose(1, 2))
+    return torch.baddbmm(linear.bias[:, None], weight, x.transpose(1, 2))
+
+
 def with_skip(kernel: Tensor, skip: Tensor) -> Tensor:
     """The kernel with `skip` added to its tap 0: (h ∗ z) + d ⊙ z = ((h + d δ) ∗ z), one long conv and no extra
     passes over the sequence. `skip` broadcasts against `kernel[..., 0]`."""
@@ -140,7 +149,7 @@ class Hyena(LongConvMixer):
         return distill(self, order, length)
 
     def _mix(self, x: Tensor, state: State | None) -> tuple[Tensor, State | None]:
-        u = self.in_proj(x).transpose(1, 2).contiguous()                           # (B, (N+1)D, L)
+        u = channels_first_linear(self.in_proj, x)                                 # (B, (N+1)D, L)
         u, short = self.short(u, None if state is None else state["short"], channels_first=True, impl=self.short_impl)
         v, *gates = u.split(self.dim, dim=1)
         history = None if state is None else state["history"].to(x.dtype)
@@ -340,7 +349,7 @@ class MultiHeadHyena(LongConvMixer):
 
     def _mix(self, x: Tensor, state: State | None) -> tuple[Tensor, State | None]:
         h, d, length = self.num_heads, self.head_dim, x.shape[1]
-        u = self.in_proj(x).transpose(1, 2).contiguous()
+        u = channels_first_linear(self.in_proj, x)
         u, short = self.short(u, None if state is None else state["short"], channels_first=True, impl=self.short_impl)
         q, k, v = (t.unflatten(1, (h, d)) for t in u.split(self.dim, dim=1))      # (B, H, d, L)
         if state is not None:
