@@ -65,7 +65,7 @@ def create_task(name: str, **params: Any) -> Task:
 from tokenmix.tasks import burgers, mqar  # noqa: E402,F401
 from tokenmix.tasks import darcy, navier_stokes  # noqa: E402,F401
 from tokenmix.tasks import induction_heads, selective_copying  # noqa: E402,F401
-from tokenmix.tasks import digits, listops, mnist1d  # noqa: E402,F401
+from tokenmix.tasks import digits, listops, mnist1d, pathfinder  # noqa: E402,F401
 from tokenmix.tasks import global_shapes  # noqa: E402,F401
 
 __all__ = ["IGNORE_INDEX", "Split", "Task", "available_tasks", "create_task", "get_task", "register_task",
