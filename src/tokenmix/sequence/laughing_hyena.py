@@ -102,16 +102,17 @@ class LaughingHyena(LongConvMixer):
                    "last": torch.stack(lasts, dim=1).to(state["last"].dtype)}
 
 
-def distill(hyena, order: int, length: int | None = None) -> LaughingHyena:
+def distill(hyena, order: int, length: int | None = None, refine: int = 0) -> LaughingHyena:
     """A `LaughingHyena` with `hyena`'s projections and each long filter (skip folded into tap 0) fitted by
-    `order` modes over its first `length` taps (default: the Hyena's `kernel_length`). The fit's relative L2
-    error per filter is in `.filter_error`, shape `(hyena.order, dim)`."""
+    `order` modes over its first `length` taps (default: the Hyena's `kernel_length`), then `refine` L-BFGS
+    iterations (`fit_modal`). The fit's relative L2 error per filter is in `.filter_error`, shape
+    `(hyena.order, dim)`."""
     from tokenmix.sequence.long_convolution import with_skip
 
     length = hyena.kernel_length if length is None else length
     with torch.no_grad():
         filters = with_skip(hyena.filters(length), hyena.skip)                          # (N, D, L)
-    poles, residues, direct, error = fit_modal(filters, order)
+    poles, residues, direct, error = fit_modal(filters, order, refine=refine)
     poles = torch.polar(poles.abs().clamp_min(1e-12), poles.angle())                  # log λ must exist
     c, e = residues / 2, direct                   # ĥ_t = Re Σ R λ^{t-1} = 2 Re Σ C λ^{t-1} (t ≥ 1), ĥ_0 = e
     mixer = LaughingHyena(hyena.dim, order=hyena.order, short_kernel=hyena.short_kernel, state_size=order,

@@ -140,13 +140,13 @@ class Hyena(LongConvMixer):
         """The N long filters at taps 0..length-1, `(order, dim, length)`."""
         return self.filter(length).unflatten(0, (self.order, self.dim))
 
-    def to_recurrent(self, order: int, length: int | None = None):
+    def to_recurrent(self, order: int, length: int | None = None, refine: int = 0):
         """Distill into a `laughing_hyena` mixer: each long filter (over its first `length` taps, default
-        `kernel_length`) fitted by `order` complex modes, so `step` costs O(order) per token. The fit's relative
-        error per filter is in the result's `.filter_error`."""
+        `kernel_length`) fitted by `order` complex modes (then `refine` L-BFGS iterations of the fit), so `step`
+        costs O(order) per token. The fit's relative error per filter is in the result's `.filter_error`."""
         from tokenmix.sequence.laughing_hyena import distill
 
-        return distill(self, order, length)
+        return distill(self, order, length, refine)
 
     def _mix(self, x: Tensor, state: State | None) -> tuple[Tensor, State | None]:
         u = channels_first_linear(self.in_proj, x)                                 # (B, (N+1)D, L)

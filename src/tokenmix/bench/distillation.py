@@ -1,0 +1,146 @@
+"""Distillation of a trained Hyena into its recurrence, error against order (issue 4's Laughing Hyena target).
+
+"Laughing Hyena Distillery: Extracting Compact Recurrences From Convolutions" (Massaroli et al., arXiv:2310.18780):
+each trained long filter h is fitted by a modal sum ĥ_0 = h_0, ĥ_t = Re Σ_{k<d} R_k λ_k^{t-1}
+(`tokenmix.ops.modal_fit.fit_modal` through `Hyena.to_recurrent(d)`), and the distilled `laughing_hyena` mixer
+streams at O(d) per token. The target: output relative error ≤ 1e-2 with d ≤ 64 on a trained Hyena.
+
+The script trains a small Hyena language model on MQAR (Zoology, arXiv:2312.04927) for a bounded time, then for
+each order d and each Hyena layer reports the filter error ‖h − ĥ‖/‖h‖ (median, max over the N·D filters), the
+layer's output error ‖y_d − y‖/‖y‖ on the activations the layer sees in the trained model (test batch), and the
+model's output (logit) error and accuracy with every layer replaced by its distilled form.
+
+    python -m tokenmix.bench.distillation --minutes 4 --orders 8,16,24,32,48,64
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+
+import torch
+import torch.nn.functional as F
+
+from tokenmix.models import SequenceModel
+from tokenmix.tasks import IGNORE_INDEX
+from tokenmix.tasks.mqar import generate_mqar
+
+
+def train_hyena(*, length: int, dim: int, depth: int, vocab: int, pairs: int, batch: int, steps: int,
+                minutes: float, seed: int, log=print) -> tuple[SequenceModel, dict]:
+    """A Hyena SequenceModel trained on MQAR batches drawn fresh each step (AdamW, cosine decay), stopped after
+    `steps` steps or `minutes` of wall time."""
+    torch.manual_seed(seed)
+    model = SequenceModel(vocab_size=vocab, dim=dim, depth=depth, mixer="hyena",
+                          mixer_options={"kernel_length": length})
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
+    generator = torch.Generator().manual_seed(seed)
+    start, step = time.perf_counter(), 0
+    while step < steps and time.perf_counter() - start < 60 * minutes:
+        for group in optimizer.param_groups:
+            group["lr"] = 3e-3 * 0.5 * (1 + torch.cos(torch.tensor(torch.pi * step / steps)).item())
+        inputs, targets = generate_mqar(batch, length, vocab, pairs, 0.01, generator)
+        loss = F.cross_entropy(model(inputs).flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        step += 1
+        if step % 50 == 0:
+            log(f"step {step}: loss {loss.item():.3f} ({time.perf_counter() - start:.0f} s)")
+    return model.eval(), {"steps": step, "seconds": round(time.perf_counter() - start, 1),
+                          "final_loss": round(loss.item(), 4)}
+
+
+def accuracy(logits: torch.Tensor, targets: torch.Tensor) -> float:
+    mask = targets != IGNORE_INDEX
+    return float((logits.argmax(-1)[mask] == targets[mask]).float().mean())
+
+
+def distillation_table(model: SequenceModel, inputs: torch.Tensor, targets: torch.Tensor, orders: list[int],
+                       length: int, refine: int = 0) -> list[dict]:
+    """One row per order: per-layer filter and output errors, and the whole model's with every layer distilled."""
+    mixers = [block.mixer for block in model.blocks]
+    seen: dict[int, torch.Tensor] = {}
+    hooks = [m.register_forward_pre_hook(lambda mod, args, i=i: seen.__setitem__(i, args[0].detach()))
+             for i, m in enumerate(mixers)]
+    with torch.no_grad():
+        logits = model(inputs)
+    for hook in hooks:
+        hook.remove()
+    with torch.no_grad():
+        exact = [m(seen[i]) for i, m in enumerate(mixers)]
+    rows = []
+    for order in orders:
+        row: dict = {"order": order, "layers": []}
+        distilled_model = copy.deepcopy(model)
+        for i, mixer in enumerate(mixers):
+            distilled = mixer.to_recurrent(order, length, refine)
+            with torch.no_grad():
+                output = distilled(seen[i])
+            error = distilled.filter_error
+            row["layers"].append({"filter_error_median": float(error.median()),
+                                  "filter_error_max": float(error.max()),
+                                  "output_error": float((output - exact[i]).norm() / exact[i].norm())})
+            distilled_model.blocks[i].mixer = distilled
+        with torch.no_grad():
+            distilled_logits = distilled_model(inputs)
+        row["model_logit_error"] = float((distilled_logits - logits).norm() / logits.norm())
+        row["model_accuracy"] = accuracy(distilled_logits, targets)
+        row["exact_accuracy"] = accuracy(logits, targets)
+        rows.append(row)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--length", type=int, default=256)
+    parser.add_argument("--dim", type=int, default=64)
+    parser.add_argument("--depth", type=int, default=2)
+    parser.add_argument("--vocab", type=int, default=64)
+    parser.add_argument("--pairs", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--minutes", type=float, default=4.0, help="wall-time cap on training")
+    parser.add_argument("--orders", default="8,16,24,32,48,64")
+    parser.add_argument("--eval-batch", type=int, default=8, help="test examples the errors are measured on")
+    parser.add_argument("--refine", type=int, default=0, help="L-BFGS iterations refining each modal fit")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--save", help="write the trained model's state dict here")
+    parser.add_argument("--load", help="skip training: read a state dict written by --save")
+    parser.add_argument("--json", help="write the table as JSON here")
+    args = parser.parse_args(argv)
+    if args.load:
+        torch.manual_seed(args.seed)
+        model = SequenceModel(vocab_size=args.vocab, dim=args.dim, depth=args.depth, mixer="hyena",
+                              mixer_options={"kernel_length": args.length})
+        model.load_state_dict(torch.load(args.load))
+        model.eval()
+        training = {"loaded": args.load}
+    else:
+        model, training = train_hyena(length=args.length, dim=args.dim, depth=args.depth, vocab=args.vocab,
+                                      pairs=args.pairs, batch=args.batch, steps=args.steps, minutes=args.minutes,
+                                      seed=args.seed)
+        if args.save:
+            torch.save(model.state_dict(), args.save)
+    inputs, targets = generate_mqar(args.eval_batch, args.length, args.vocab, args.pairs, 0.01,
+                                    torch.Generator().manual_seed(args.seed + 1))
+    orders = [int(o) for o in args.orders.split(",")]
+    rows = distillation_table(model, inputs, targets, orders, args.length, args.refine)
+    print(f"trained: {training}")
+    print(f"{'order':>5} | {'layer':>5} | {'filter err (median / max)':>25} | {'layer output err':>16} | "
+          f"{'model logit err':>15} | accuracy (distilled / exact)")
+    for row in rows:
+        for i, layer in enumerate(row["layers"]):
+            print(f"{row['order']:>5} | {i:>5} | {layer['filter_error_median']:>11.2e} / {layer['filter_error_max']:.2e}"
+                  f" | {layer['output_error']:>16.2e} | {row['model_logit_error']:>15.2e} | "
+                  f"{row['model_accuracy']:.3f} / {row['exact_accuracy']:.3f}")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump({"args": vars(args), "training": training, "rows": rows}, handle, indent=1)
+
+
+if __name__ == "__main__":
+    main()
