@@ -182,6 +182,14 @@ def test_grid_mixers_sweep_sizes(store):
     assert [(c["size"], c["spatial_dims"], c["length"]) for c in configs] == [(4, 2, 16), (8, 2, 64)]
 
 
+def test_fixed_resolution_grid_mixers_are_built_for_each_size(store):
+    # gmlp's token weights fit one resolution (a larger grid is refused): the sweep builds it per size
+    outcome = sweep(SpeedSettings(mixers=("gmlp",), **TINY), store, console=quiet(), progress=False)
+    rows = [store.get(key) for key in outcome.run_ids]
+    assert [row["status"] for row in rows] == ["finished", "finished"]
+    assert [row["config"]["options"]["resolution"] for row in rows] == [4, 8]
+
+
 def test_point_failed_is_an_exception_with_its_reason():
     assert str(PointFailed("out of time: x")) == "out of time: x"
 

@@ -141,15 +141,19 @@ class SpeedPoint:
         return f"{self.mixer} {where}"
 
 
-def mixer_options(name: str, settings: SpeedSettings, length: int) -> dict[str, Any]:
+def mixer_options(name: str, settings: SpeedSettings, length: int, size: int | None = None) -> dict[str, Any]:
     """What the sweep passes to `tokenmix.create`: `num_heads` where the mixer has it, `max_length` = the length
-    for mixers sized by their length (a token MLP), then the user's own options for this mixer."""
-    accepted = tokenmix.spec(name).options
+    for mixers sized by their length (a token MLP), `resolution` = the grid's side for grid mixers built for one
+    resolution (MLP-Mixer, gMLP, LeViT's bias table), then the user's own options for this mixer."""
+    spec = tokenmix.spec(name)
+    accepted = spec.options
     options: dict[str, Any] = {}
     if settings.heads is not None and "num_heads" in accepted:
         options["num_heads"] = settings.heads
     if "max_length" in accepted:
         options["max_length"] = length
+    if spec.layout == "grid" and "resolution" in accepted and size is not None:
+        options["resolution"] = size
     options.update(settings.options.get(name, {}))
     return options
 
@@ -163,7 +167,7 @@ def plan(settings: SpeedSettings, device: torch.device, threads: int) -> tuple[l
     for name in dict.fromkeys(names):
         spec = tokenmix.spec(name)
         first = settings.lengths[0] if spec.layout == "sequence" else settings.sizes[0]
-        probe = tokenmix.create(name, settings.dim, **mixer_options(name, settings, first))  # bad options fail now
+        probe = tokenmix.create(name, settings.dim, **mixer_options(name, settings, first, first))  # bad options fail
         if settings.mode == "step" and not spec.streams:
             notes.append(f"{name}: skipped, it is non-causal and cannot stream (mode 'step')")
             continue
@@ -173,7 +177,7 @@ def plan(settings: SpeedSettings, device: torch.device, threads: int) -> tuple[l
         else:
             spatial_dims, grid = None, [(length, None) for length in settings.lengths]
         for length, size in grid:
-            points.append(SpeedPoint(name, mixer_options(name, settings, length), settings.dim, settings.heads,
+            points.append(SpeedPoint(name, mixer_options(name, settings, length, size), settings.dim, settings.heads,
                                      length, size, spatial_dims, settings.mode, settings.dtype, settings.batch,
                                      str(device), device_name, threads))
     return points, notes

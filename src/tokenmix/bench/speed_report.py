@@ -27,7 +27,8 @@ from tokenmix.bench.store import ResultsStore
 from tokenmix.errors import TokenmixError
 
 SETTING_FIELDS = ("mode", "dtype", "batch", "dim", "heads", "device", "device_name", "threads")
-HIDDEN_OPTIONS = ("num_heads", "max_length")  # set by the sweep itself: heads is in the setting, max_length = L
+HIDDEN_OPTIONS = ("num_heads", "max_length", "resolution")  # set by the sweep: heads is in the setting,
+# max_length = L, resolution = the grid's side
 
 
 @dataclass
