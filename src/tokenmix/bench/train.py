@@ -117,10 +117,10 @@ def train(config: RunConfig, store: ResultsStore | None = None, *, device: str =
     world = distributed.world_from_environment()
     # Every rank resumes from the checkpoint (they must stay identical); only rank 0 writes it and the database.
     checkpoint = checkpoint_path(key) if store is not None else None
+    if store is not None and store.is_finished(config_dict):  # every rank reads it, so all of them skip together
+        return RunOutcome(key, store.get(key)["metrics"], skipped=True)
     if not world.is_main:
         store = None
-    if store is not None and store.is_finished(config_dict):
-        return RunOutcome(key, store.get(key)["metrics"], skipped=True)
 
     task = create_task(config.task, **config.task_params)
     settings = config.training
