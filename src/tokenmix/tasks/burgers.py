@@ -19,24 +19,19 @@ the solver's resolution (float32), so one cached file serves every evaluation re
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from tokenmix.errors import MixerInputError
-from tokenmix.paths import cache_dir
 from tokenmix.tasks import register_task
 from tokenmix.tasks.base import Split, SplitName, Task
+from tokenmix.tasks.generated import cache_path_for, load_or_generate
 
 FORMAT_VERSION = 1  # bump when the generator or the file layout changes
 
@@ -128,9 +123,7 @@ class Burgers(Task):
 
     @property
     def cache_path(self) -> Path:
-        description = json.dumps({"format": FORMAT_VERSION, **self.generator_params()}, sort_keys=True)
-        digest = hashlib.sha256(description.encode()).hexdigest()[:20]
-        return cache_dir() / "tasks" / "burgers" / f"{digest}.safetensors"
+        return cache_path_for("burgers", {"format": FORMAT_VERSION, **self.generator_params()})
 
     def split(self, name: SplitName, resolution: int | None = None) -> Split:
         """`inputs` u0 and `targets` u(·, T) as `(N, 1, resolution)` float32 (default: the task's resolution;
@@ -206,19 +199,6 @@ def _seed_for(seed: int, split: str) -> int:
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
-@functools.lru_cache(maxsize=2)
 def _load_or_generate(task: Burgers, path: Path) -> dict[str, Tensor]:
-    if path.exists():
-        return load_file(path)
     device = "cuda" if torch.cuda.is_available() else None  # the solve is 8 FFTs per step: much faster on a GPU
-    tensors = task.generate(device=device)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(handle)
-    try:
-        save_file(tensors, temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-    return tensors
+    return load_or_generate(path, lambda: task.generate(device=device))
