@@ -11,6 +11,7 @@ layer's output error ‖y_d − y‖/‖y‖ on the activations the layer sees i
 model's output (logit) error and accuracy with every layer replaced by its distilled form.
 
     python -m tokenmix.bench.distillation --minutes 4 --orders 8,16,24,32,48,64
+    python -m tokenmix.bench.distillation --steps 3000 --minutes 60 --checkpoint hyena.ckpt   # resumable
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
+import os
 import time
 
 import torch
@@ -29,29 +32,59 @@ from tokenmix.tasks.mqar import generate_mqar
 
 
 def train_hyena(*, length: int, dim: int, depth: int, vocab: int, pairs: int, batch: int, steps: int,
-                minutes: float, seed: int, log=print) -> tuple[SequenceModel, dict]:
+                minutes: float, seed: int, checkpoint: str | None = None, log=print) -> tuple[SequenceModel, dict]:
     """A Hyena SequenceModel trained on MQAR batches drawn fresh each step (AdamW, cosine decay), stopped after
-    `steps` steps or `minutes` of wall time."""
+    `steps` steps or `minutes` of training time (summed over resumed runs).
+
+    With `checkpoint`, the model, optimizer, step, elapsed time and batch generator are written there every 100
+    steps (and at the end), and a run started with the same arguments resumes from that file."""
     torch.manual_seed(seed)
     model = SequenceModel(vocab_size=vocab, dim=dim, depth=depth, mixer="hyena",
                           mixer_options={"kernel_length": length})
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
     generator = torch.Generator().manual_seed(seed)
-    start, step = time.perf_counter(), 0
-    while step < steps and time.perf_counter() - start < 60 * minutes:
+    step, elapsed = 0, 0.0
+    if checkpoint is not None and os.path.exists(checkpoint):
+        saved = torch.load(checkpoint)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        generator.set_state(saved["generator"])
+        step, elapsed = saved["step"], saved["seconds"]
+        log(f"resuming from {checkpoint} at step {step} ({elapsed:.0f} s trained)")
+
+    def save() -> None:
+        if checkpoint is not None:
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                        "seconds": elapsed, "generator": generator.get_state()}, checkpoint + ".tmp")
+            os.replace(checkpoint + ".tmp", checkpoint)
+
+    start = time.perf_counter() - elapsed
+    loss, recent_loss, recent_correct, recent_count = None, 0.0, 0, 0
+    while step < steps and elapsed < 60 * minutes:
         for group in optimizer.param_groups:
-            group["lr"] = 3e-3 * 0.5 * (1 + torch.cos(torch.tensor(torch.pi * step / steps)).item())
+            group["lr"] = 3e-3 * 0.5 * (1 + math.cos(math.pi * step / steps))
         inputs, targets = generate_mqar(batch, length, vocab, pairs, 0.01, generator)
-        loss = F.cross_entropy(model(inputs).flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX)
+        logits = model(inputs)
+        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         step += 1
+        elapsed = time.perf_counter() - start
+        mask = targets != IGNORE_INDEX
+        recent_loss += loss.item()
+        recent_correct += int((logits.detach().argmax(-1)[mask] == targets[mask]).sum())
+        recent_count += int(mask.sum())
         if step % 50 == 0:
-            log(f"step {step}: loss {loss.item():.3f} ({time.perf_counter() - start:.0f} s)")
-    return model.eval(), {"steps": step, "seconds": round(time.perf_counter() - start, 1),
-                          "final_loss": round(loss.item(), 4)}
+            log(f"step {step}/{steps}: loss {recent_loss / 50:.3f}, recall accuracy {recent_correct / recent_count:.3f}"
+                f" (mean of the last 50 batches; {elapsed:.0f} s)")
+            recent_loss, recent_correct, recent_count = 0.0, 0, 0
+        if step % 100 == 0:
+            save()
+    save()
+    return model.eval(), {"steps": step, "seconds": round(elapsed, 1),
+                          "final_loss": None if loss is None else round(loss.item(), 4)}
 
 
 def accuracy(logits: torch.Tensor, targets: torch.Tensor) -> float:
@@ -111,6 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--save", help="write the trained model's state dict here")
     parser.add_argument("--load", help="skip training: read a state dict written by --save")
     parser.add_argument("--json", help="write the table as JSON here")
+    parser.add_argument("--checkpoint", help="keep a training checkpoint here and resume from it when it exists")
     args = parser.parse_args(argv)
     if args.load:
         torch.manual_seed(args.seed)
@@ -122,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         model, training = train_hyena(length=args.length, dim=args.dim, depth=args.depth, vocab=args.vocab,
                                       pairs=args.pairs, batch=args.batch, steps=args.steps, minutes=args.minutes,
-                                      seed=args.seed)
+                                      seed=args.seed, checkpoint=args.checkpoint)
         if args.save:
             torch.save(model.state_dict(), args.save)
     inputs, targets = generate_mqar(args.eval_batch, args.length, args.vocab, args.pairs, 0.01,
