@@ -25,3 +25,4 @@ from tokenmix.grid import operators_unet  # noqa: F401
 from tokenmix.grid import operators_graph  # noqa: F401
 from tokenmix.grid import operators_multigrid  # noqa: F401
 from tokenmix.grid import operators_gnot  # noqa: F401
+from tokenmix.grid import operators_latent_spectral  # noqa: F401
