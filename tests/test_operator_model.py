@@ -19,6 +19,42 @@ def test_coordinates_are_a_periodic_unit_grid():
     torch.testing.assert_close(c[1, 0], torch.tensor([0.0, 1 / 3, 2 / 3]))
 
 
+def test_node_coordinates_include_both_ends():
+    c = grid_coordinates((5, 2), kind="nodes")
+    torch.testing.assert_close(c[0, :, 0], torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0]))
+    torch.testing.assert_close(c[1, 0], torch.tensor([0.0, 1.0]))
+    assert grid_coordinates((1,), kind="nodes").tolist() == [[0.0]]
+    with pytest.raises(MixerInputError):
+        grid_coordinates((4,), kind="cell_centres")
+
+
+def test_node_coordinates_agree_at_the_shared_nodes_of_a_subsampled_grid():
+    # Darcy's grids: s = 85 subsampled by r = 4 is s' = 22 (nodes i·4/84 = i/21); the coordinate channel must be
+    # the same at the same physical point. The periodic grid's i/n does not (that was the shift at 85 → 22).
+    fine, coarse = grid_coordinates((85, 85), kind="nodes"), grid_coordinates((22, 22), kind="nodes")
+    torch.testing.assert_close(fine[:, ::4, ::4], coarse, rtol=0, atol=1e-7)
+    periodic_fine, periodic_coarse = grid_coordinates((85,)), grid_coordinates((22,))
+    assert (periodic_fine[:, ::4] - periodic_coarse).abs().max() > 0.03  # 84/85 − 21/22 = 0.034 at the last node
+
+
+def test_model_appends_the_coordinates_it_was_built_with():
+    torch.manual_seed(0)
+    model = OperatorModel("fno", width=4, depth=1, projection_width=4, mixer_options={"modes": 2},
+                          coordinates="nodes")
+    captured = []
+    model.lift.register_forward_hook(lambda module, inputs, output: captured.append(inputs[0]))
+    model(torch.zeros(1, 1, 5))
+    torch.testing.assert_close(captured[0][0, :, 1], torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0]))
+    with pytest.raises(MixerInputError):
+        OperatorModel("fno", coordinates="cells")
+
+
+def test_tasks_declare_their_coordinates():
+    assert create_task("darcy").coordinates == "nodes"
+    assert create_task("burgers").coordinates == "periodic"
+    assert create_task("navier_stokes").coordinates == "periodic"
+
+
 @pytest.mark.parametrize("mixer", ["fno", "ffno", "galerkin_attention", "depthwise_conv"])
 def test_any_grid_mixer_in_2d(mixer):
     model = OperatorModel(mixer, in_channels=2, out_channels=3, spatial_dims=2, width=8, depth=2, projection_width=8,

@@ -14,6 +14,7 @@ def test_darcy_training_runs_and_reports_errors_at_every_resolution():
                             depth=1, modes=2, epochs=2, batch_size=2, step_every=1, normalize=True,
                             eval_resolutions=(9,))
     assert result["task"] == "darcy" and set(result["test_relative_l2_at"]) == {"9"}
+    assert result["coordinates"] == "nodes"  # the task's choice, passed to the model
     assert all(0 < result[key] < 10 for key in ("initial_test_relative_l2", "test_relative_l2"))
 
 

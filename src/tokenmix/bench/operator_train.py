@@ -67,8 +67,9 @@ def train_operator(*, task: str = "burgers", mixer: str = "fno", resolution: int
                    depth: int = 4, modes: int = 16, epochs: int = 500, lr: float = 1e-3, weight_decay: float = 1e-4,
                    batch_size: int = 20, step_every: int = 50, gamma: float = 0.5, normalize: bool = False,
                    eval_resolutions: tuple[int, ...] = (), mixer_options: dict[str, Any] | None = None,
-                   seed: int = 0, device: str = "cpu") -> dict[str, Any]:
-    """Train `mixer` in the operator backbone on `task` and return the errors and timings as a dict."""
+                   seed: int = 0, device: str = "cpu", coordinates: str | None = None) -> dict[str, Any]:
+    """Train `mixer` in the operator backbone on `task` and return the errors and timings as a dict. `coordinates`
+    (`"periodic"` or `"nodes"`, see `OperatorModel`) defaults to what the task declares."""
     start = time.perf_counter()
     data = create_task(task, resolution=resolution, solver_resolution=solver_resolution,
                        num_train_examples=num_train, num_test_examples=num_test)
@@ -78,9 +79,10 @@ def train_operator(*, task: str = "burgers", mixer: str = "fno", resolution: int
     options = dict(mixer_options or {})
     if mixer in ("fno", "ffno"):
         options.setdefault("modes", modes)
+    coordinates = coordinates or getattr(data, "coordinates", "periodic")
     model: nn.Module = OperatorModel(mixer, in_channels=train.inputs.shape[1], out_channels=train.targets.shape[1],
                                      spatial_dims=train.inputs.ndim - 2, width=width, depth=depth,
-                                     mixer_options=options)
+                                     mixer_options=options, coordinates=coordinates)
     if normalize:
         model = Normalized(model, train.inputs, train.targets)
     model = model.to(device)
@@ -110,7 +112,7 @@ def train_operator(*, task: str = "burgers", mixer: str = "fno", resolution: int
     return {
         "task": task, "mixer": mixer, "resolution": resolution, "solver_resolution": solver_resolution,
         "num_train": num_train, "num_test": num_test, "width": width, "depth": depth, "modes": modes,
-        "epochs": epochs, "step_every": step_every, "normalize": normalize,
+        "epochs": epochs, "step_every": step_every, "normalize": normalize, "coordinates": coordinates,
         "parameters": sum(p.numel() for p in model.parameters()),
         "initial_test_relative_l2": initial_test_error,
         "train_relative_l2": error(train), "test_relative_l2": error(test),
@@ -145,6 +147,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--eval-resolutions", type=int, nargs="*")
     parser.add_argument("--mixer-options", type=json.loads, default=None, help='JSON, e.g. \'{"num_heads": 1}\'')
+    parser.add_argument("--coordinates", choices=("periodic", "nodes"),
+                        help="coordinates appended to the input (default: the task's: Darcy nodes, others periodic)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)

@@ -2,8 +2,11 @@
 
     a(x) ⊕ x  →  P (pointwise lift to `width`)  →  depth × [v ← σ(mixer(v))]  →  Q (pointwise MLP)  →  u(x)
 
-The grid coordinates in [0, 1) are appended to the input channels, so a translation-equivariant mixer can still
-tell positions apart (the paper appends x for Burgers, (x, y) for Darcy). σ = GELU after every layer but the last,
+The grid coordinates are appended to the input channels, so a translation-equivariant mixer can still tell
+positions apart (the paper appends x for Burgers, (x, y) for Darcy). Which coordinates depends on where the data's
+points are: `coordinates="periodic"` gives x_i = i / n (a periodic grid: Burgers, Navier–Stokes), `"nodes"` gives
+x_i = i / (n − 1) (nodes of [0, 1] with both boundaries included: Darcy), so that a subsampled grid sees the same
+coordinate at the same physical point. Tasks declare theirs (`task.coordinates`). σ = GELU after every layer but the last,
 as in the paper. Every layer is `tokenmix.create(mixer, width, spatial_dims=..., **mixer_options)`, so an image
 mixer can be tried as a neural operator by changing one name. Sequence mixers run over the flattened grid
 (channels last), in the raster order of the points.
@@ -21,9 +24,17 @@ import tokenmix
 from tokenmix.errors import MixerInputError
 
 
-def grid_coordinates(sizes: tuple[int, ...], *, device=None, dtype=None) -> Tensor:
-    """`(len(sizes), *sizes)`: the coordinate x_a = i_a / n_a of every point, per axis (a periodic unit grid)."""
-    axes = [torch.arange(n, device=device, dtype=dtype) / n for n in sizes]
+COORDINATES = ("periodic", "nodes")
+
+
+def grid_coordinates(sizes: tuple[int, ...], *, kind: str = "periodic", device=None, dtype=None) -> Tensor:
+    """`(len(sizes), *sizes)`: the coordinate of every point, per axis: x_a = i_a / n_a for `kind="periodic"` (a
+    periodic unit grid), x_a = i_a / (n_a − 1) for `kind="nodes"` (the nodes of [0, 1], ends included; 0 when
+    n_a = 1)."""
+    if kind not in COORDINATES:
+        raise MixerInputError(f"operator model: coordinates must be one of {COORDINATES}, got {kind!r}")
+    denominators = [n if kind == "periodic" else max(n - 1, 1) for n in sizes]
+    axes = [torch.arange(n, device=device, dtype=dtype) / d for n, d in zip(sizes, denominators)]
     return torch.stack(torch.meshgrid(*axes, indexing="ij"))
 
 
@@ -40,15 +51,18 @@ class _SequenceOnGrid(nn.Module):
 
 
 class OperatorModel(nn.Module):
-    """Lifting (with appended coordinates), `depth` mixer layers with GELU between them, projection MLP.
+    """Lifting (with appended coordinates of kind `coordinates`), `depth` mixer layers with GELU between them,
+    projection MLP.
 
     `forward(a)` with `a: (B, in_channels, *spatial)` returns `(B, out_channels, *spatial)` at the input's resolution.
     """
 
     def __init__(self, mixer: str, *, in_channels: int = 1, out_channels: int = 1, spatial_dims: int = 1,
                  width: int = 64, depth: int = 4, projection_width: int = 128,
-                 mixer_options: dict[str, Any] | None = None) -> None:
+                 mixer_options: dict[str, Any] | None = None, coordinates: str = "periodic") -> None:
         super().__init__()
+        if coordinates not in COORDINATES:
+            raise MixerInputError(f"operator model: coordinates must be one of {COORDINATES}, got {coordinates!r}")
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("width", width),
                             ("depth", depth), ("projection_width", projection_width)):
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -70,6 +84,7 @@ class OperatorModel(nn.Module):
         self.mixer_name = mixer
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels
+        self.coordinates = coordinates
         self.lift = nn.Linear(in_channels + spatial_dims, width)
         self.layers = nn.ModuleList(build() for _ in range(depth))
         self.project = nn.Sequential(nn.Linear(width, projection_width), nn.GELU(),
@@ -79,7 +94,7 @@ class OperatorModel(nn.Module):
         if a.ndim != 2 + self.spatial_dims or a.shape[1] != self.in_channels:
             raise MixerInputError(f"operator model: expected input (batch, {self.in_channels}"
                                   f"{', size' * self.spatial_dims}), got {tuple(a.shape)}")
-        coordinates = grid_coordinates(tuple(a.shape[2:]), device=a.device, dtype=a.dtype)
+        coordinates = grid_coordinates(tuple(a.shape[2:]), kind=self.coordinates, device=a.device, dtype=a.dtype)
         x = torch.cat([a, coordinates.expand(a.shape[0], *coordinates.shape)], dim=1)
         v = self.lift(x.movedim(1, -1)).movedim(-1, 1)
         for index, layer in enumerate(self.layers):

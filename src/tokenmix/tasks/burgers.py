@@ -94,6 +94,7 @@ class Burgers(Task):
     seed: int = 0
 
     input_kind = "grid"
+    coordinates = "periodic"  # the points i / n of the periodic unit interval (OperatorModel's coordinates)
     spatial_dims = 1
     in_channels = 1
     out_channels = 1

@@ -140,6 +140,7 @@ class Darcy(Task):
     seed: int = 0
 
     input_kind = "grid"
+    coordinates = "nodes"  # the points i / (s − 1): nodes of [0, 1]² with the boundary (OperatorModel's coordinates)
     spatial_dims = 2
     in_channels = 1
     out_channels = 1

@@ -128,6 +128,7 @@ class NavierStokes(Task):
     seed: int = 0
 
     input_kind = "grid"
+    coordinates = "periodic"  # the points i / n of the torus (OperatorModel's coordinates)
     spatial_dims = 2
     group_name = "none"
     loss_name = "relative L2 (mean over examples)"
