@@ -33,6 +33,10 @@ Forms (`impl`):
   Every exponent is ≤ 0, so strong decays neither overflow nor lose the state.
 
 Inputs in bf16/fp16 accumulate in float32.
+
+`impl="auto"` takes `recurrent` for L ≤ 2 and `chunk` otherwise; on CUDA with flash-linear-attention installed, a
+bf16/fp16 call runs on its `chunk_delta_rule` (no decay) or `chunk_gated_delta_rule` kernel instead
+(`tokenmix.ops.flash_linear_attention`, which states the mapping and when it applies).
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from tokenmix.errors import MixerInputError
+from tokenmix.ops import flash_linear_attention as flash
 from tokenmix.ops._checks import check_head_tensors, check_impl, compute_dtype
 
 IMPLS = ("reference", "recurrent", "chunk")
@@ -71,7 +76,6 @@ def delta_rule(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, log_decay: Tensor 
         raise MixerInputError(f"{op}: chunk_size must be a positive integer, got {chunk_size!r}")
     dtype, out_dtype = compute_dtype(q, k, v, beta), v.dtype
     scale = key_dim ** -0.5 if scale is None else scale
-    q, k, v, beta = q.to(dtype) * scale, k.to(dtype), v.to(dtype), beta.to(dtype)
     g = _canonical_decay(op, log_decay, batch, heads, length, dtype, q.device)
 
     state = torch.zeros(batch, heads, key_dim, v.shape[-1], dtype=dtype, device=q.device)
@@ -81,6 +85,11 @@ def delta_rule(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, log_decay: Tensor 
                                   f"got {tuple(initial_state.shape)}")
         state = initial_state.to(dtype)
 
+    if impl == "auto" and flash.routes_delta_rule(q, k, v):
+        o, state = flash.delta_rule(q, k, v, beta, g, scale=scale,
+                                    initial_state=None if initial_state is None else state, return_state=return_state)
+        return (o, state) if return_state else o
+    q, k, v, beta = q.to(dtype) * scale, k.to(dtype), v.to(dtype), beta.to(dtype)
     if impl == "auto":
         impl = "recurrent" if length <= 2 else "chunk"
     if impl == "reference":
