@@ -12,8 +12,7 @@ from tokenmix.bench import ModelSettings, RunConfig, TrainingSettings
 from tokenmix.bench.train import build_model, train
 from tokenmix.errors import MixerInputError
 from tokenmix.models import SequenceModel, VisionModel
-from tokenmix.tasks import create_task
-from tokenmix.tasks.array_storage import load_or_generate_arrays
+from tokenmix.tasks import create_task, generated
 from tokenmix.tasks.digits import stratified_test_mask
 
 DIGITS = load_digits()
@@ -85,7 +84,7 @@ def test_cache_hit_returns_identical_data(monkeypatch):
     task = create_task("digits", view="image")
     fresh = task.split("train")
     assert task.cache_path.exists()
-    load_or_generate_arrays.cache_clear()
+    generated.forget_loaded()
     monkeypatch.setattr(type(task), "generate", lambda self: pytest.fail("regenerated despite the cache file"))
     cached = task.split("train")
     assert torch.equal(fresh.inputs, cached.inputs) and torch.equal(fresh.targets, cached.targets)

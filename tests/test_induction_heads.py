@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tokenmix.errors import MixerInputError
-from tokenmix.tasks import IGNORE_INDEX, create_task, get_task
+from tokenmix.tasks import IGNORE_INDEX, create_task, generated, get_task
 from tokenmix.tasks import induction_heads as module
 from tokenmix.tasks import token_storage
 
@@ -18,7 +18,7 @@ SMALL = {"vocab_size": 8, "sequence_length": 16, "test_sequence_length": [16, 40
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("TOKENMIX_CACHE", str(tmp_path / "cache"))
-    token_storage.load_or_generate.cache_clear()
+    generated.forget_loaded()
 
 
 def _check_example(inputs: list[int], targets: list[int], length: int, padded_length: int) -> int:
@@ -66,7 +66,7 @@ def test_same_seed_same_data_cache_reused_and_other_seed_differs(monkeypatch, tm
     first = task.split("test")
     assert task.cache_path.exists() and task.cache_path.is_relative_to(tmp_path / "cache")
     monkeypatch.setattr(module.InductionHeads, "generate", lambda self: pytest.fail("should read the cache"))
-    token_storage.load_or_generate.cache_clear()
+    generated.forget_loaded()
     cached = create_task("induction_heads", **SMALL).split("test")
     assert torch.equal(first.inputs, cached.inputs) and torch.equal(first.groups, cached.groups)
     monkeypatch.undo()

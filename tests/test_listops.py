@@ -11,7 +11,7 @@ import torch
 from tokenmix.bench import ModelSettings, RunConfig, TrainingSettings
 from tokenmix.bench.train import train
 from tokenmix.errors import MixerInputError
-from tokenmix.tasks import create_task
+from tokenmix.tasks import create_task, generated
 from tokenmix.tasks.listops import (END_TOKEN, MIN_TOKEN, decode, encode, evaluate_expression, generate_expression,
                                     nesting_depth)
 from tokenmix.tasks.token_storage import PAD_TOKEN, load_or_generate
@@ -114,7 +114,7 @@ def test_generation_is_deterministic_and_the_cache_returns_identical_data(monkey
     assert not torch.equal(first["train_inputs"], other["train_inputs"])
     fresh = task.split("train")
     assert task.cache_path.exists()
-    load_or_generate.cache_clear()
+    generated.forget_loaded()
     monkeypatch.setattr(type(task), "generate", lambda self: pytest.fail("regenerated despite the cache file"))
     cached = task.split("train")
     assert torch.equal(fresh.inputs, cached.inputs) and torch.equal(fresh.targets, cached.targets)

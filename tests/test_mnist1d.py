@@ -13,8 +13,7 @@ from tokenmix.bench import ModelSettings, RunConfig, TrainingSettings
 from tokenmix.bench.train import build_model, train
 from tokenmix.errors import MixerInputError
 from tokenmix.models import SequenceModel
-from tokenmix.tasks import create_task
-from tokenmix.tasks.array_storage import load_or_generate_arrays
+from tokenmix.tasks import create_task, generated
 
 
 def test_default_seed_42_is_the_packages_own_default_dataset():
@@ -71,7 +70,7 @@ def test_cache_hit_returns_identical_data(monkeypatch):
     task = create_task("mnist1d", num_train_examples=200, num_test_examples=100)
     fresh = task.split("test")
     assert task.cache_path.exists()
-    load_or_generate_arrays.cache_clear()
+    generated.forget_loaded()
     monkeypatch.setattr(type(task), "generate", lambda self: pytest.fail("regenerated despite the cache file"))
     cached = task.split("test")
     assert torch.equal(fresh.inputs, cached.inputs) and torch.equal(fresh.targets, cached.targets)

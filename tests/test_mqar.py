@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tokenmix.errors import MixerInputError
-from tokenmix.tasks import IGNORE_INDEX, available_tasks, create_task, get_task
+from tokenmix.tasks import IGNORE_INDEX, available_tasks, create_task, generated, get_task
 from tokenmix.tasks import mqar as mqar_module
 
 SMALL = {"vocab_size": 64, "sequence_length": 32, "num_kv_pairs": (2, 4), "num_train_examples": 60,
@@ -16,7 +16,7 @@ SMALL = {"vocab_size": 64, "sequence_length": 32, "num_kv_pairs": (2, 4), "num_t
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("TOKENMIX_CACHE", str(tmp_path / "cache"))
-    mqar_module._load_or_generate.cache_clear()
+    generated.forget_loaded()
 
 
 def test_registered_with_its_kind_loss_and_metric():
@@ -82,7 +82,7 @@ def test_generated_data_is_cached_on_disk_and_reused(monkeypatch, tmp_path):
         raise AssertionError("the cached file should have been read")
 
     monkeypatch.setattr(mqar_module.MQAR, "generate", must_not_generate)
-    mqar_module._load_or_generate.cache_clear()
+    generated.forget_loaded()
     cached = create_task("mqar", **SMALL).split("train")
     assert torch.equal(first.inputs, cached.inputs) and torch.equal(first.groups, cached.groups)
     assert create_task("mqar", **{**SMALL, "seed": 5}).cache_path != task.cache_path
@@ -179,7 +179,7 @@ def test_grid_is_seeded_and_cached(monkeypatch, tmp_path):
     first = task.split("test")
     assert task.cache_path.exists() and task.cache_path.parent.name == "mqar_grid"
     monkeypatch.setattr(mqar_module.MQARGrid, "generate", lambda self: pytest.fail("should read the cache"))
-    mqar_module._load_or_generate.cache_clear()
+    generated.forget_loaded()
     cached = create_task("mqar_grid", **GRID).split("test")
     assert all(torch.equal(a, b) for a, b in zip((first.inputs, first.targets, first.groups),
                                                  (cached.inputs, cached.targets, cached.groups)))

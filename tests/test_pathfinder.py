@@ -13,8 +13,7 @@ from tokenmix.bench import ModelSettings, RunConfig, TrainingSettings
 from tokenmix.bench.train import build_model, train
 from tokenmix.errors import MixerInputError
 from tokenmix.models import SequenceModel, VisionModel
-from tokenmix.tasks import create_task
-from tokenmix.tasks.array_storage import load_or_generate_arrays
+from tokenmix.tasks import create_task, generated
 
 SMALL = {"num_train_examples": 90, "num_test_examples": 60}
 EIGHT_CONNECTED = np.ones((3, 3), dtype=int)
@@ -75,7 +74,7 @@ def test_generation_is_deterministic_and_the_cache_returns_identical_data(monkey
     assert not torch.equal(first["train_images"], other["train_images"])
     fresh = task.split("test")
     assert task.cache_path.exists()
-    load_or_generate_arrays.cache_clear()
+    generated.forget_loaded()
     monkeypatch.setattr(type(task), "generate", lambda self: pytest.fail("regenerated despite the cache file"))
     cached = task.split("test")
     assert torch.equal(fresh.inputs, cached.inputs) and torch.equal(fresh.targets, cached.targets)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tokenmix.errors import MixerInputError
-from tokenmix.tasks import IGNORE_INDEX, create_task, get_task, task_parameters
+from tokenmix.tasks import IGNORE_INDEX, create_task, generated, get_task, task_parameters
 from tokenmix.tasks import selective_copying as module
 from tokenmix.tasks import token_storage
 
@@ -18,7 +18,7 @@ SMALL = {"vocab_size": 10, "sequence_length": 24, "num_tokens_to_copy": 4, "num_
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("TOKENMIX_CACHE", str(tmp_path / "cache"))
-    token_storage.load_or_generate.cache_clear()
+    generated.forget_loaded()
 
 
 def test_registered_with_the_mamba_parameters():
@@ -59,7 +59,7 @@ def test_same_seed_same_data_cache_reused_and_other_seed_differs(monkeypatch, tm
     first = task.split("train")
     assert task.cache_path.exists() and task.cache_path.is_relative_to(tmp_path / "cache")
     monkeypatch.setattr(module.SelectiveCopying, "generate", lambda self: pytest.fail("should read the cache"))
-    token_storage.load_or_generate.cache_clear()
+    generated.forget_loaded()
     cached = create_task("selective_copying", **SMALL).split("train")
     assert torch.equal(first.inputs, cached.inputs) and torch.equal(first.targets, cached.targets)
     monkeypatch.undo()

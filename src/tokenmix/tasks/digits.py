@@ -26,8 +26,8 @@ from torch import Tensor
 
 from tokenmix.errors import MixerInputError
 from tokenmix.tasks import register_task
-from tokenmix.tasks.array_storage import load_or_generate_arrays
 from tokenmix.tasks.base import Split, SplitName, Task
+from tokenmix.tasks.generated import load_or_generate
 from tokenmix.tasks.token_storage import cache_file, seed_for
 
 FORMAT_VERSION = 1  # bump when the split or the file layout changes, so older cached files are not reused
@@ -134,7 +134,7 @@ class Digits(Task):
     def split(self, name: SplitName) -> Split:
         if name not in ("train", "test"):
             raise MixerInputError(f"digits: unknown split {name!r}; valid: test, train")
-        tensors = load_or_generate_arrays(self, self.cache_path)
+        tensors = load_or_generate(self.cache_path, self.generate)
         pixels, labels = tensors[f"{name}_pixels"], tensors[f"{name}_labels"]
         if self.view == "tokens":
             inputs = pixels.long()

@@ -23,8 +23,8 @@ from torch import Tensor
 
 from tokenmix.errors import MixerInputError
 from tokenmix.tasks import register_task
-from tokenmix.tasks.array_storage import load_or_generate_arrays
 from tokenmix.tasks.base import Split, SplitName, Task
+from tokenmix.tasks.generated import load_or_generate
 from tokenmix.tasks.token_storage import cache_file, seed_for
 
 FORMAT_VERSION = 1
@@ -130,7 +130,7 @@ class GlobalShapes(Task):
     def split(self, name: SplitName) -> Split:
         if name not in ("train", "test"):
             raise MixerInputError(f"global_shapes: unknown split {name!r}; valid: test, train")
-        tensors = load_or_generate_arrays(self, self.cache_path)
+        tensors = load_or_generate(self.cache_path, self.generate)
         images, labels, corners = (tensors[f"{name}_{key}"] for key in ("images", "labels", "corners"))
         distance = (corners[:, 0, 1] - corners[:, 1, 1]).abs()
         groups = (distance >= (self.min_separation + self.size - 3 + 1) // 2).long()

@@ -27,8 +27,8 @@ from torch import Tensor
 
 from tokenmix.errors import MixerInputError
 from tokenmix.tasks import register_task
-from tokenmix.tasks.array_storage import load_or_generate_arrays
 from tokenmix.tasks.base import Split, SplitName, Task
+from tokenmix.tasks.generated import load_or_generate
 from tokenmix.tasks.token_storage import cache_file
 
 FORMAT_VERSION = 1  # bump when the generator call or the file layout changes
@@ -119,6 +119,6 @@ class MNIST1D(Task):
     def split(self, name: SplitName) -> Split:
         if name not in ("train", "test"):
             raise MixerInputError(f"mnist1d: unknown split {name!r}; valid: test, train")
-        tensors = load_or_generate_arrays(self, self.cache_path)
+        tensors = load_or_generate(self.cache_path, self.generate)
         labels = tensors[f"{name}_labels"]
         return Split(tensors[f"{name}_inputs"].unsqueeze(-1), labels.clone(), labels.clone())

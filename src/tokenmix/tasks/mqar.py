@@ -109,7 +109,7 @@ class MQAR(Task):
     def split(self, name: SplitName) -> Split:
         if name not in ("train", "test"):
             raise MixerInputError(f"mqar: unknown split {name!r}; valid: test, train")
-        tensors = _load_or_generate(self, self.cache_path)
+        tensors = load_or_generate(self, self.cache_path)
         return Split(tensors[f"{name}_inputs"], tensors[f"{name}_targets"], tensors[f"{name}_groups"])
 
     def generate(self) -> dict[str, Tensor]:
@@ -141,7 +141,6 @@ def _seed_for(seed: int, split: str, pairs: int) -> int:
     return seed_for("mqar", seed, split, pairs)
 
 
-_load_or_generate = load_or_generate  # the memoized reader/writer of the cache file (tests clear its memo)
 
 
 Setting = tuple[int, int]  # (sequence length, number of key-value pairs)

@@ -47,8 +47,8 @@ from torch import Tensor
 
 from tokenmix.errors import MixerInputError
 from tokenmix.tasks import register_task
-from tokenmix.tasks.array_storage import load_or_generate_arrays
 from tokenmix.tasks.base import Split, SplitName, Task
+from tokenmix.tasks.generated import load_or_generate
 from tokenmix.tasks.token_storage import cache_file, seed_for, split_counts
 
 FORMAT_VERSION = 1  # bump when the generator or the file layout changes
@@ -265,11 +265,11 @@ class Pathfinder(Task):
     def split(self, name: SplitName) -> Split:
         if name not in ("train", "test"):
             raise MixerInputError(f"pathfinder: unknown split {name!r}; valid: test, train")
-        tensors = load_or_generate_arrays(self, self.cache_path)
+        tensors = load_or_generate(self.cache_path, self.generate)
         images = tensors[f"{name}_images"].float()
         inputs = images.reshape(-1, SIDE * SIDE, 1) if self.view == "sequence" else images.unsqueeze(1)
         return Split(inputs, tensors[f"{name}_labels"].clone(), tensors[f"{name}_groups"].clone())
 
     def markers(self, name: SplitName) -> Tensor:
         """The (row, column) centres of each image's two markers, `(N, 2, 2)` (for checks and plots)."""
-        return load_or_generate_arrays(self, self.cache_path)[f"{name}_markers"].clone()
+        return load_or_generate(self.cache_path, self.generate)[f"{name}_markers"].clone()

@@ -1,25 +1,16 @@
-"""Shared plumbing of the generated token tasks: the on-disk cache, per-split seeds and right padding.
-
-A generated task stores both splits in one safetensors file named by a hash of every parameter that shapes the
-data (plus the generator's format version), so a second run with the same parameters reads the file instead of
-generating it again, and any change of a parameter or of the generator gets a new file.
-"""
+"""Shared plumbing of the generated token tasks: their cache file (through `tasks.generated`, with token ids stored
+as int16), per-split seeds and right padding."""
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import json
-import os
-import tempfile
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from tokenmix.paths import cache_dir
+from tokenmix.tasks import generated
 from tokenmix.tasks.base import IGNORE_INDEX
 
 PAD_TOKEN = 0  # the input token after the end of an example shorter than its split (its targets are ignored)
@@ -33,9 +24,7 @@ class GeneratedTask(Protocol):
 
 def cache_file(folder: str, format_version: int, params: dict[str, Any]) -> Path:
     """`<cache>/tasks/<folder>/<hash>.safetensors`, the hash over the format version and the parameters."""
-    description = json.dumps({"format": format_version, **params}, sort_keys=True)
-    digest = hashlib.sha256(description.encode()).hexdigest()[:20]
-    return cache_dir() / "tasks" / folder / f"{digest}.safetensors"
+    return generated.cache_path_for(folder, {"format": format_version, **params})
 
 
 def seed_for(*parts: object) -> int:
@@ -64,25 +53,15 @@ def pad_right(inputs: Tensor, targets: Tensor, length: int) -> tuple[Tensor, Ten
             torch.nn.functional.pad(targets, (0, missing), value=IGNORE_INDEX))
 
 
-@functools.lru_cache(maxsize=4)
+def _narrowed(vocab_size: int) -> Callable[[dict[str, Tensor]], dict[str, Tensor]]:
+    """Token ids and -100 fit in int16 for any vocabulary below 32768: a quarter of the disk of int64. Group
+    labels (e.g. 1000·length + pairs) can be large and are few: kept as int64."""
+    token_storage = torch.int16 if vocab_size <= torch.iinfo(torch.int16).max else torch.int32
+    return lambda tensors: {name: tensor.to(torch.int64 if name.endswith("groups") else token_storage)
+                            for name, tensor in tensors.items()}
+
+
 def load_or_generate(task: GeneratedTask, path: Path) -> dict[str, Tensor]:
-    """The task's tensors from `path` (int64), generating and writing them first when the file is missing."""
-    # `path` is part of the memo key, so pointing TOKENMIX_CACHE elsewhere reads (or writes) that folder.
-    if path.exists():
-        return {name: tensor.long() for name, tensor in load_file(path).items()}
-    tensors = task.generate()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Token ids and -100 fit in int16 for any vocabulary below 32768: a quarter of the disk of int64. Group
-    # labels (e.g. 1000·length + pairs) can be large and are few: kept as int64.
-    token_storage = torch.int16 if task.vocab_size <= torch.iinfo(torch.int16).max else torch.int32
-    # Write to a temporary file and rename, so a reader never sees a half-written cache file.
-    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(handle)
-    try:
-        save_file({name: tensor.to(torch.int64 if name.endswith("groups") else token_storage)
-                   for name, tensor in tensors.items()}, temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-    return tensors
+    """The task's tensors from `path` (int64), generating and writing them (narrowed) first when it is missing."""
+    return generated.load_or_generate(path, task.generate, stored=_narrowed(task.vocab_size),
+                                      loaded=lambda tensors: {name: t.long() for name, t in tensors.items()})
