@@ -9,7 +9,6 @@ import torch
 from tokenmix.errors import MixerInputError
 from tokenmix.tasks import IGNORE_INDEX, create_task, generated, get_task
 from tokenmix.tasks import induction_heads as module
-from tokenmix.tasks import token_storage
 
 SMALL = {"vocab_size": 8, "sequence_length": 16, "test_sequence_length": [16, 40], "num_train_examples": 60,
          "num_test_examples": 30, "seed": 2}

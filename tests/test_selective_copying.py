@@ -9,7 +9,6 @@ import torch
 from tokenmix.errors import MixerInputError
 from tokenmix.tasks import IGNORE_INDEX, create_task, generated, get_task, task_parameters
 from tokenmix.tasks import selective_copying as module
-from tokenmix.tasks import token_storage
 
 SMALL = {"vocab_size": 10, "sequence_length": 24, "num_tokens_to_copy": 4, "num_train_examples": 50,
          "num_test_examples": 20, "seed": 3}
