@@ -41,3 +41,66 @@ def test_cli_preset_with_overrides(capsys):
           "--eval-resolutions"])
     result = json.loads(capsys.readouterr().out)
     assert result["resolution"] == 5 and result["normalize"] is True and result["test_relative_l2_at"] == {}
+
+
+TINY = dict(task="burgers", resolution=16, solver_resolution=64, num_train=12, num_test=4, width=6, depth=1, modes=3,
+            epochs=4, batch_size=4, step_every=1, eval_resolutions=(32,), progress_every=1)
+
+
+def test_a_killed_run_resumes_and_ends_where_the_uninterrupted_run_ends(tmp_path, monkeypatch, capsys):
+    straight = train_operator(**TINY, checkpoint_every=0)          # no checkpoints: the uninterrupted reference
+    calls = {"count": 0}
+    step = torch.optim.Adam.step
+
+    def step_then_die(self, *args, **kwargs):
+        calls["count"] += 1
+        if calls["count"] > 7:                                       # 3 batches per epoch: dies inside epoch 3
+            raise KeyboardInterrupt
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", step_then_die)
+    try:
+        train_operator(**TINY, checkpoint_every=2, checkpoint_dir=tmp_path)
+    except KeyboardInterrupt:
+        pass
+    monkeypatch.setattr(torch.optim.Adam, "step", step)
+    assert len(list(tmp_path.glob("operator-*.safetensors"))) == 1
+    resumed = train_operator(**TINY, checkpoint_every=2, checkpoint_dir=tmp_path)
+    assert resumed["resumed_after_epoch"] == 2 and "resumed after epoch 2" in capsys.readouterr().err
+    for key in ("train_relative_l2", "test_relative_l2", "test_relative_l2_at", "initial_test_relative_l2"):
+        assert resumed[key] == straight[key], key                   # bit-identical, not merely close
+    # the finished run is read back, not trained again
+    again = train_operator(**TINY, checkpoint_every=2, checkpoint_dir=tmp_path)
+    assert again["test_relative_l2"] == straight["test_relative_l2"] and "read_back_from" in again
+
+
+def test_onecycle_schedule_steps_per_batch_and_resumes_exactly(tmp_path, monkeypatch):
+    settings = dict(TINY, schedule="onecycle", max_lr=3e-3)
+    straight = train_operator(**settings, checkpoint_every=0)
+    assert straight["schedule"] == "onecycle" and straight["max_lr"] == 3e-3
+    assert straight["test_relative_l2"] != train_operator(**TINY, checkpoint_every=0)["test_relative_l2"]
+    step = torch.optim.Adam.step
+    calls = {"count": 0}
+
+    def step_then_die(self, *args, **kwargs):
+        calls["count"] += 1
+        if calls["count"] > 10:
+            raise KeyboardInterrupt
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", step_then_die)
+    try:
+        train_operator(**settings, checkpoint_every=1, checkpoint_dir=tmp_path)
+    except KeyboardInterrupt:
+        pass
+    monkeypatch.setattr(torch.optim.Adam, "step", step)
+    resumed = train_operator(**settings, checkpoint_every=1, checkpoint_dir=tmp_path)
+    assert resumed["resumed_after_epoch"] == 3 and resumed["test_relative_l2"] == straight["test_relative_l2"]
+
+
+def test_progress_lines_go_to_stderr(capsys):
+    train_operator(**dict(TINY, epochs=2), checkpoint_every=0)
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if "epoch" in line]
+    assert len(lines) == 2 and lines[-1].startswith("burgers fno: epoch 2/2") and " lr " in lines[-1]
+    assert captured.out == ""
