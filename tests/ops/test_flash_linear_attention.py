@@ -79,8 +79,8 @@ def _fake_fla(calls: list) -> dict[str, types.ModuleType]:
                               initial_state=initial_state, return_state=True, impl="reference")
         return finish(o, state, q, output_final_state)
 
-    modules = {name: types.ModuleType(name) for name in
-               ("fla", "fla.ops", "fla.ops.gla", "fla.ops.simple_gla", "fla.ops.delta_rule", "fla.ops.gated_delta_rule")}
+    names = ("fla", "fla.ops", "fla.ops.gla", "fla.ops.simple_gla", "fla.ops.delta_rule", "fla.ops.gated_delta_rule")
+    modules = {name: types.ModuleType(name) for name in names}
     modules["fla.ops.gla"].chunk_gla = chunk_gla
     modules["fla.ops.simple_gla"].chunk_simple_gla = chunk_simple_gla
     modules["fla.ops.delta_rule"].chunk_delta_rule = chunk_delta_rule
