@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from tokenmix.bench.operator_checkpoint import (load_operator_checkpoint, operator_checkpoint_path,
                                                 read_finished_result, save_operator_checkpoint)
 from tokenmix.errors import MixerInputError
+from tokenmix.models.deeponet import DeepONetOnGrid
 from tokenmix.models.operator import OperatorModel
 from tokenmix.tasks import create_task
 from tokenmix.tasks.burgers import relative_l2
@@ -113,9 +114,14 @@ def train_operator(*, task: str = "burgers", mixer: str = "fno", resolution: int
     options = dict(mixer_options or {})
     if mixer in ("fno", "ffno"):
         options.setdefault("modes", modes)
-    model: nn.Module = OperatorModel(mixer, in_channels=train.inputs.shape[1], out_channels=train.targets.shape[1],
-                                     spatial_dims=train.inputs.ndim - 2, width=width, depth=depth,
-                                     mixer_options=options, coordinates=coordinates)
+    model: nn.Module
+    if mixer == "deeponet":  # not a mixer: the branch/trunk model itself (`mixer_options` are its options)
+        model = DeepONetOnGrid(tuple(train.inputs.shape[2:]), coordinates=coordinates,
+                               in_channels=train.inputs.shape[1], out_channels=train.targets.shape[1], **options)
+    else:
+        model = OperatorModel(mixer, in_channels=train.inputs.shape[1], out_channels=train.targets.shape[1],
+                              spatial_dims=train.inputs.ndim - 2, width=width, depth=depth, mixer_options=options,
+                              coordinates=coordinates)
     if normalize:
         model = Normalized(model, train.inputs, train.targets)
     model = model.to(device)
@@ -195,7 +201,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="burgers-paper",
                         help="a protocol; explicit flags override its values (default: burgers-paper)")
     parser.add_argument("--task", choices=("burgers", "darcy", "navier_stokes"))
-    parser.add_argument("--mixer", default="fno")
+    parser.add_argument("--mixer", default="fno", help="a grid mixer's name, or deeponet (the branch/trunk model)")
     parser.add_argument("--resolution", type=int)
     parser.add_argument("--solver-resolution", type=int)
     parser.add_argument("--num-train", type=int)

@@ -76,3 +76,32 @@ class DeepONet(nn.Module):
         basis = self.trunk(queries.to(u.dtype))                                                        # t_k(y)
         out = torch.einsum("bck,qk->bcq", coefficients, basis) + self.bias[:, None]
         return out.view(u.shape[0], self.out_channels, *self.sensor_shape) if on_grid else out
+
+
+class DeepONetOnGrid(nn.Module):
+    """DeepONet as a grid-to-grid model (`(B, in_channels, *sizes)` → `(B, out_channels, *sizes)`), so the operator
+    trainers can train it like `OperatorModel`. The branch reads the input at its sensor grid: an input on a finer
+    grid of the same points is subsampled to it (stride r with n = r·s points for `coordinates="periodic"`,
+    n − 1 = r·(s − 1) for `"nodes"`); the trunk evaluates G(u) at the input grid's own points (coordinates of that
+    kind), so a finer grid gives the same branch coefficients and a finer output."""
+
+    def __init__(self, sensor_shape: tuple[int, ...], *, coordinates: str = "periodic", **options) -> None:
+        super().__init__()
+        self.deeponet = DeepONet(sensor_shape, **options)
+        self.coordinates = coordinates
+
+    def forward(self, a: Tensor) -> Tensor:
+        sensors = self.deeponet.sensor_shape
+        sizes = tuple(a.shape[2:])
+        if len(sizes) != len(sensors):
+            raise MixerInputError(f"deeponet: expected {len(sensors)} spatial axes, got input {tuple(a.shape)}")
+        strides = []
+        for n, s in zip(sizes, sensors):
+            points, sensor_points = (n, s) if self.coordinates == "periodic" else (n - 1, s - 1)
+            if sensor_points <= 0 or points % sensor_points:
+                raise MixerInputError(f"deeponet: a grid of {n} points does not contain the {s} sensors "
+                                      f"({self.coordinates} coordinates)")
+            strides.append(points // sensor_points)
+        u = a[(..., *[slice(None, None, r) for r in strides])]
+        queries = grid_coordinates(sizes, kind=self.coordinates, device=a.device, dtype=a.dtype).flatten(1).T
+        return self.deeponet(u, queries).view(a.shape[0], self.deeponet.out_channels, *sizes)
