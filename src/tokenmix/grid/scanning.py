@@ -45,16 +45,16 @@ def selective_scan(u: Tensor, delta: Tensor, a: Tensor, b: Tensor, c: Tensor, *,
 
     `u, delta: (batch, G, C, L)`, `a: (G, C, N)` (negative), `b, c: (batch, G, L, N)`; returns `y: (batch, G, C, L)`.
     Each channel is one op head (key dim N, value dim 1), as in the `mamba` sequence mixer."""
-    batch, groups, channels, length = u.shape
-    log_decay = delta.unsqueeze(-1) * a[None, :, :, None, :]                   # (batch, G, C, L, N)
-    q, k = (t[:, :, None].expand(-1, -1, channels, -1, -1) for t in (c, b))
-    v = (delta * u).unsqueeze(-1)
-    heads = [t.flatten(1, 2) for t in (q, k, v, log_decay)]
-    y = linear_attention(*heads[:3], heads[3], scale=1.0, impl=impl, chunk_size=chunk_size)
+    groups, channels = u.shape[1:3]
+    log_decay = (delta.flatten(1, 2), a.flatten(0, 1))          # Δ_t A factored: (batch, G·C, L), (G·C, N)
+    v = (delta * u).flatten(1, 2).unsqueeze(-1)                  # (batch, G·C, L, 1)
+    # q = C_t and k = B_t have one head per group, shared by the group's C channels (the op's shared heads)
+    y = linear_attention(c, b, v, log_decay, scale=1.0, impl=impl, chunk_size=chunk_size)
     return y.squeeze(-1).unflatten(1, (groups, channels))
 
 
 DIRECTIONS = {1: (0,), 2: (0, 2), 4: (0, 1, 2, 3)}
+AUTO_IMPL = "blocked"  # the selective scan's form under impl="auto": docs/performance.md, "Selective scan: the blocked form"
 
 
 @register(
@@ -63,7 +63,7 @@ DIRECTIONS = {1: (0,), 2: (0, 2), 4: (0, 1, 2, 3)}
     layout="grid",
     paper="VMamba: Visual State Space Model",
     arxiv="2401.10166",
-    impls=("reference", "chunk", "scan"),
+    impls=("reference", "chunk", "scan", "blocked"),
     causal="never",
     state="none",
     time_complexity="N",
@@ -126,7 +126,7 @@ class SelectiveScan2d(GridMixer):
             scans = torch.cat([self._scan(sequences[:, k:k + 1], slice(k, k + 1), "reference")
                                for k in range(len(self.directions))], dim=1)
         else:
-            scans = self._scan(sequences, slice(None), "scan" if self.impl == "auto" else self.impl)
+            scans = self._scan(sequences, slice(None), AUTO_IMPL if self.impl == "auto" else self.impl)
         y = sum(scan_back(scans[:, k], d, height, width) for k, d in enumerate(self.directions))
         y = self.out_norm(y.movedim(1, -1)) * F.silu(z)
         return self.out_proj(y).movedim(-1, 1)

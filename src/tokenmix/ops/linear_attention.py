@@ -31,7 +31,23 @@ Forms (`impl`):
   `(B, H, L, K, V)` tensor: for small states (Mamba's V = 1 per channel) it beats both loops and chunks;
 * `chunk`: chunkwise parallel: masked matmuls inside chunks, the state passed between chunks. Every exponent it
   takes is ≤ 0, so strong decays neither overflow nor lose the state. Vector decays use a second level of
-  sub-chunks inside a chunk (as in the GLA paper's secondary chunking) so no `(C, C, K)` tensor is built.
+  sub-chunks inside a chunk (as in the GLA paper's secondary chunking) so no `(C, C, K)` tensor is built;
+* `blocked`: the states of `scan`, one block of `chunk_size` tokens at a time: inside a block every state
+  `S_t = a_t ⊙ S_{t-1} + k_t v_tᵀ` is formed exactly (a token loop of one fused multiply-add per token on CPU, the
+  doubling scan on other devices), the `(B, H, K, V)` state is carried from block to block, and only each block's
+  entering state is kept for backward, which recomputes the block and runs the adjoint recurrence
+  `dS_t = q_t do_tᵀ + a_{t+1} ⊙ dS_{t+1}` through it (a custom autograd function). Time O(L·H·K·V), as the token
+  loop, with O(C·H·K·V) working memory and O((L/C)·H·K·V) saved for backward, against `scan`'s O(L·H·K·V) per
+  doubling level. With a factored decay and shared q, k (below) nothing of size L·H·K is ever built: this is the
+  selective scan of Mamba, whose state per channel is small (V = 1) and whose per-token states are what costs.
+
+Two input forms exist for the selective scan (Mamba, arXiv:2312.00752; VMamba's SS2D), which every form accepts:
+* `log_decay` may be a pair `(step, rate)` of shapes `(B, H, L)` and `(H, K)`: the vector log-decay
+  `step_t[h] · rate[h, k]` (Mamba's `Δ_t A`, step ≥ 0, rate ≤ 0). `blocked` forms it one block at a time; the
+  other forms build the `(B, H, L, K)` tensor;
+* q and k may have fewer heads than v, `H_qk` dividing `H`: q/k head `j` serves v heads `j·H/H_qk .. (j+1)·H/H_qk - 1`
+  (Mamba's B_t and C_t, shared by every channel; SS2D's, shared by the channels of one direction). `blocked` never
+  repeats them; the other forms do.
 
 `causal=False` is the global form `o_t = (Σ_s k_s v_sᵀ)ᵀ q_t` (no decay, no state).
 
@@ -51,7 +67,8 @@ from torch import Tensor
 from tokenmix.errors import MixerInputError
 from tokenmix.ops._checks import check_head_tensors, check_impl, compute_dtype
 
-IMPLS = ("reference", "recurrent", "chunk", "scan")
+IMPLS = ("reference", "recurrent", "chunk", "scan", "blocked")
+BLOCK_PARALLEL_DEVICES = ("cuda",)  # device types whose `blocked` form uses the doubling scan inside a block
 SUB_CHUNK = 16
 RECURRENT_INFERENCE_MAX_LENGTH = 8192  # the longest length at which recurrent was measured faster forward-only
 
@@ -80,10 +97,14 @@ def linear_attention(q: Tensor, k: Tensor, v: Tensor, log_decay: Tensor | float 
     """
     op = "linear_attention"
     check_impl(op, impl, ("auto", *IMPLS))
-    check_head_tensors(op, q=q, k=k, v=v)
-    batch, heads, length, key_dim = q.shape
-    if k.shape != q.shape or v.shape[2] != length:
-        raise MixerInputError(f"{op}: q {tuple(q.shape)}, k {tuple(k.shape)} and v {tuple(v.shape)} do not agree")
+    check_head_tensors(op, q=q, k=k)
+    check_head_tensors(op, v=v)
+    batch, shared_heads, length, key_dim = q.shape
+    heads = v.shape[1]
+    if (k.shape != q.shape or v.shape[0] != batch or v.shape[2] != length
+            or heads % shared_heads):
+        raise MixerInputError(f"{op}: q {tuple(q.shape)}, k {tuple(k.shape)} and v {tuple(v.shape)} do not agree "
+                              f"(q and k have v's batch and length, and a number of heads that divides v's)")
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size <= 0:
         raise MixerInputError(f"{op}: chunk_size must be a positive integer, got {chunk_size!r}")
     if normalize not in (False, True, "sum", "max"):
@@ -101,9 +122,15 @@ def linear_attention(q: Tensor, k: Tensor, v: Tensor, log_decay: Tensor | float 
     if not causal:
         if log_decay is not None or initial_state is not None or return_state:
             raise MixerInputError(f"{op}: causal=False is the global form: no decay, no initial or returned state")
+        if shared_heads != heads:
+            q, k = (_repeat_heads(t, heads) for t in (q, k))
         o = _global(q, k, v, impl)
         return _finish(o, normalize, eps, 1.0, None, False, out_dtype)
 
+    factored = None
+    if isinstance(log_decay, (tuple, list)):
+        factored = _factored_decay(op, log_decay, batch, heads, length, key_dim, dtype)
+        log_decay = None if impl == "blocked" else factored[0].unsqueeze(-1) * factored[1].unsqueeze(1)
     g = _canonical_decay(op, log_decay, batch, heads, length, key_dim, dtype, q.device)
     li = m = None
     if gated:
@@ -137,9 +164,15 @@ def linear_attention(q: Tensor, k: Tensor, v: Tensor, log_decay: Tensor | float 
         needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in inputs)
         impl = auto_impl(length, vector_decay=g is not None and g.shape[-1] > 1, needs_grad=needs_grad,
                          device_type=q.device.type)
-    if impl == "scan" and gated:
-        raise MixerInputError(f"{op}: impl='scan' does not take log_input_gate; use reference, recurrent or chunk")
-    if impl == "reference":
+    if impl in ("scan", "blocked") and gated:
+        raise MixerInputError(f"{op}: impl={impl!r} does not take log_input_gate; use reference, recurrent or chunk")
+    if impl != "blocked" and shared_heads != heads:
+        q, k = (_repeat_heads(t, heads) for t in (q, k))
+    if impl == "blocked":
+        step, rate = factored if factored is not None else (None, None)
+        o, state = _BlockedScan.apply(q, k, v, g, step, rate, state, chunk_size,
+                                      q.device.type in BLOCK_PARALLEL_DEVICES)
+    elif impl == "reference":
         o, state, m = _reference(q, k, v, g, state, li, m)
     elif impl == "scan":
         o, state = _scan(q, k, v, g, state)
@@ -183,6 +216,25 @@ def _canonical_decay(op: str, log_decay, batch: int, heads: int, length: int, ke
     raise MixerInputError(
         f"{op}: log_decay must be a scalar, ({heads},), ({batch}, {heads}, {length}) or "
         f"({batch}, {heads}, {length}, {key_dim}); got shape {tuple(g.shape)}")
+
+
+def _factored_decay(op: str, pair, batch: int, heads: int, length: int, key_dim: int,
+                    dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """`(step, rate)` checked to be `(B, H, L)` and `(H, K)` tensors, in the compute dtype."""
+    if len(pair) != 2 or not all(isinstance(t, Tensor) for t in pair):
+        raise MixerInputError(f"{op}: a factored log_decay is a pair of tensors (step, rate)")
+    step, rate = pair
+    if step.shape != (batch, heads, length) or rate.shape != (heads, key_dim):
+        raise MixerInputError(f"{op}: a factored log_decay (step, rate) has shapes ({batch}, {heads}, {length}) and "
+                              f"({heads}, {key_dim}); got {tuple(step.shape)} and {tuple(rate.shape)}")
+    return step.to(dtype), rate.to(dtype)
+
+
+def _repeat_heads(t: Tensor, heads: int) -> Tensor:
+    """Shared q or k `(B, H_qk, L, K)` as `(B, H, L, K)`: each head repeated for the v heads it serves."""
+    if t.shape[1] == 1:
+        return t.expand(-1, heads, -1, -1)
+    return t.repeat_interleave(heads // t.shape[1], dim=1)
 
 
 def _global(q: Tensor, k: Tensor, v: Tensor, impl: str) -> Tensor:
@@ -237,19 +289,174 @@ def _recurrent(q: Tensor, k: Tensor, v: Tensor, g: Tensor | None, state: Tensor,
 
 
 def _scan(q: Tensor, k: Tensor, v: Tensor, g: Tensor | None, state: Tensor) -> tuple[Tensor, Tensor]:
-    """After the step of offset o, `s[t] = Σ_{t-2o < j ≤ t} exp(c_t - c_j) k_j v_jᵀ` and `a[t] = c_t - c_{t-2o}`
-    (windows clipped at the start); every exponent is a sum of log-decays, so ≤ 0."""
-    length = q.shape[2]
-    s = k.unsqueeze(-1) * v.unsqueeze(-2)                            # (B, H, L, K, V)
-    a = (q.new_zeros(1, 1, length, 1) if g is None else g).unsqueeze(-1)   # (B|1, H, L, K|1, 1)
-    offset = 1
-    while offset < length:
-        s = torch.cat([s[:, :, :offset], s[:, :, offset:] + a[:, :, offset:].exp() * s[:, :, :-offset]], dim=2)
-        a = torch.cat([a[:, :, :offset], a[:, :, offset:] + a[:, :, :-offset]], dim=2)
-        offset *= 2
-    s = s + a.exp() * state.unsqueeze(2)                             # a[t] = c_t now
+    """Every state at once by the doubling scan over the token axis (`_doubling_states`)."""
+    s = _doubling_states(k.unsqueeze(-1) * v.unsqueeze(-2), None if g is None else g.unsqueeze(-1), state, dim=2)
     o = (q.unsqueeze(-2) @ s).squeeze(-2)
     return o, s[:, :, -1]
+
+
+def _doubling_states(s: Tensor, log_a: Tensor | None, state: Tensor, dim: int) -> Tensor:
+    """`S_t = a_t ⊙ S_{t-1} + s_t` along `dim` for every t, from `S_{-1} = state`, by a Hillis–Steele scan.
+
+    After the step of offset o, `s[t] = Σ_{t-2o < j ≤ t} exp(c_t - c_j) s_j` and `a[t] = c_t - c_{t-2o}` (windows
+    clipped at the start, c the cumulative log-decay); every exponent is a sum of log-decays, so ≤ 0.
+    `state` lacks the token axis; `log_a` broadcasts against `s` (None: no decay)."""
+    if log_a is None:
+        return s.cumsum(dim) + state.unsqueeze(dim)
+    length, offset = s.shape[dim], 1
+    while offset < length:
+        later = s.narrow(dim, offset, length - offset)
+        earlier = s.narrow(dim, 0, length - offset)
+        a_later = log_a.narrow(dim, offset, length - offset)
+        s = torch.cat([s.narrow(dim, 0, offset), later + a_later.exp() * earlier], dim=dim)
+        log_a = torch.cat([log_a.narrow(dim, 0, offset), a_later + log_a.narrow(dim, 0, length - offset)], dim=dim)
+        offset *= 2
+    return s + log_a.exp() * state.unsqueeze(dim)                  # log_a[t] = c_t now
+
+
+class _BlockedScan(torch.autograd.Function):
+    """The `blocked` form: q, k `(B, H_qk, L, K)`, v `(B, H, L, V)`, a log-decay `g` `(B|1, H, L, K|1)` or the
+    factors `step (B, H, L)`, `rate (H, K)` (or neither), state `(B, H, K, V)`; returns `o (B, H, L, V)` and the
+    final state. Inside a block the tensors are token-major, `(C, B, H_qk, R, ...)` with `R = H / H_qk`, so that one
+    token's state is one contiguous slice. Saved for backward: the inputs and the state entering each block."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, g, step, rate, state, block_size: int, parallel: bool):
+        batch, shared, length, _ = q.shape
+        heads, value_dim = v.shape[1], v.shape[-1]
+        size = min(block_size, length)
+        state = state.unflatten(1, (shared, heads // shared))
+        o = v.new_empty(length, batch, shared, heads // shared, value_dim)
+        entering = []
+        for lo in range(0, length, size):
+            hi = min(lo + size, length)
+            entering.append(state)
+            q_b, k_b, v_b, log_a = _block_inputs(q, k, v, g, step, rate, lo, hi)
+            states = _block_states(_outer(k_b, v_b), log_a, state, parallel)
+            o[lo:hi] = torch.einsum("cbhrkv,cbhk->cbhrv", states, q_b)
+            state = states[-1].clone()                               # not a view that would keep the block alive
+        ctx.save_for_backward(q, k, v, g, step, rate, torch.stack(entering))
+        ctx.size, ctx.parallel = size, parallel
+        return o.flatten(2, 3).movedim(0, 2), state.flatten(1, 2)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_o, grad_state):
+        q, k, v, g, step, rate, entering = ctx.saved_tensors
+        size, parallel = ctx.size, ctx.parallel
+        shared, heads, length = q.shape[1], v.shape[1], q.shape[2]
+        need_q, need_k, need_v, need_g, need_step, need_rate, need_state = ctx.needs_input_grad[:7]
+        grad_o = grad_o.unflatten(1, (shared, heads // shared))       # (B, H_qk, R, L, V)
+        carry = (torch.zeros_like(entering[0]) if grad_state is None
+                 else grad_state.unflatten(1, (shared, heads // shared)))
+        dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+        dg = torch.empty(g.shape, dtype=g.dtype, device=g.device) if g is not None and need_g else None
+        dstep = torch.empty_like(step) if step is not None and need_step else None
+        drate = torch.zeros_like(rate).unflatten(0, (shared, -1)) if rate is not None and need_rate else None
+        for lo in reversed(range(0, length, size)):
+            hi = min(lo + size, length)
+            before = entering[lo // size]
+            q_b, k_b, v_b, log_a = _block_inputs(q, k, v, g, step, rate, lo, hi)
+            do_b = grad_o[:, :, :, lo:hi].movedim(3, 0).contiguous()  # (C, B, H_qk, R, V)
+            a = None if log_a is None else log_a.exp()
+            states = _block_states(_outer(k_b, v_b), log_a, before, parallel, a=a)
+            # The adjoint runs backwards in time: dS_t = q_t do_tᵀ + a_{t+1} ⊙ dS_{t+1}; after the block, `carry`.
+            adjoint = _block_states(_outer(q_b, do_b), log_a, carry, parallel, reverse=True, a=a)
+            dq[:, :, lo:hi] = torch.einsum("cbhrkv,cbhrv->cbhk", states, do_b).movedim(0, 2)
+            dk[:, :, lo:hi] = torch.einsum("cbhrkv,cbhrv->cbhk", adjoint, v_b).movedim(0, 2)
+            dv[:, :, lo:hi] = torch.einsum("cbhrkv,cbhk->cbhrv", adjoint, k_b).flatten(2, 3).movedim(0, 2)
+            if log_a is None:
+                carry = adjoint[0]
+                continue
+            # d log a_t = a_t ⊙ Σ_v dS_t ⊙ S_{t-1}
+            a = a.unsqueeze(-1)
+            carry = a[0] * adjoint[0]
+            weighted = adjoint.mul_(a)
+            weighted[1:].mul_(states[:-1])
+            weighted[0].mul_(before)
+            dlog_a = _sum_last(weighted)                              # (C, B, H_qk, R, K)
+            if dg is not None:
+                dg[:, :, lo:hi] = _sum_to(dlog_a, log_a.shape).flatten(2, 3).movedim(0, 2)
+            if dstep is not None:
+                dstep[:, :, lo:hi] = torch.einsum("cbhrk,hrk->cbhr", dlog_a,
+                                                  rate.unflatten(0, (shared, -1))).flatten(2, 3).movedim(0, 2)
+            if drate is not None:
+                drate += torch.einsum("cbhrk,cbhr->hrk", dlog_a,
+                                      step[:, :, lo:hi].movedim(2, 0).unflatten(2, (shared, -1)))
+        return (dq if need_q else None, dk if need_k else None, dv if need_v else None, dg, dstep,
+                None if drate is None else drate.flatten(0, 1), carry.flatten(1, 2) if need_state else None,
+                None, None)
+
+
+def _block_inputs(q, k, v, g, step, rate, lo: int, hi: int):
+    """Tokens lo..hi-1, token-major: q, k `(C, B, H_qk, K)`, v `(C, B, H_qk, R, V)`, log-decay
+    `(C, B|1, H_qk, R, K|1)` or None."""
+    shared = q.shape[1]
+    q_b, k_b = (t[:, :, lo:hi].movedim(2, 0).contiguous() for t in (q, k))
+    v_b = v[:, :, lo:hi].movedim(2, 0).unflatten(2, (shared, -1)).contiguous()
+    if step is not None:
+        step_b = step[:, :, lo:hi].movedim(2, 0).unflatten(2, (shared, -1))
+        log_a = step_b.unsqueeze(-1) * rate.unflatten(0, (shared, -1))
+    elif g is not None:
+        log_a = g[:, :, lo:hi].movedim(2, 0).unflatten(2, (shared, -1)).contiguous()
+    else:
+        log_a = None
+    return q_b, k_b, v_b, log_a
+
+
+def _outer(k_b: Tensor, v_b: Tensor) -> Tensor:
+    """`k_t v_tᵀ` per token and head: `(C, B, H_qk, K)` and `(C, B, H_qk, R, V)` -> `(C, B, H_qk, R, K, V)`."""
+    return k_b[:, :, :, None, :, None] * v_b.unsqueeze(-2)
+
+
+def _block_states(s: Tensor, log_a: Tensor | None, state: Tensor, parallel: bool, reverse: bool = False,
+                  a: Tensor | None = None) -> Tensor:
+    """`S_t = a_t ⊙ S_{t-1} + s_t` for the tokens of a block (token-major `s`, `(C, ..., K, V)`), from `state`;
+    with `reverse`, the adjoint `S_t = a_{t+1} ⊙ S_{t+1} + s_t` from `S_C = state` (the decay that leads out of the
+    block is not applied: the caller's `state` already carries it). The doubling scan when `parallel`, else a loop
+    of one in-place multiply-add per token (fewer passes over memory, which is what a CPU core is short of); `a`
+    is `exp(log_a)` if the caller has it. `s` is consumed."""
+    if parallel:
+        if log_a is None:
+            return _doubling_states(s.flip(0), None, state, dim=0).flip(0) if reverse \
+                else _doubling_states(s, None, state, dim=0)
+        log_a = log_a.unsqueeze(-1)
+        if not reverse:
+            return _doubling_states(s, log_a, state, dim=0)
+        following = torch.cat([log_a[1:], torch.zeros_like(log_a[:1])])      # a_{t+1} at t, 1 at the last token
+        return _doubling_states(s.flip(0), following.flip(0), state, dim=0).flip(0)
+    rows = s.unbind(0)
+    if log_a is None:
+        decays = (None,) * len(rows)
+    else:
+        decays = (log_a.exp() if a is None else a).unsqueeze(-1).unbind(0)
+    if reverse:
+        rows[-1].add_(state)
+        for t in range(len(rows) - 2, -1, -1):
+            _multiply_add(rows[t], decays[t + 1], rows[t + 1])
+    else:
+        _multiply_add(rows[0], decays[0], state)
+        for t in range(1, len(rows)):
+            _multiply_add(rows[t], decays[t], rows[t - 1])
+    return s
+
+
+def _multiply_add(row: Tensor, decay: Tensor | None, previous: Tensor) -> None:
+    if decay is None:
+        row.add_(previous)
+    else:
+        row.addcmul_(decay, previous)
+
+
+def _sum_last(t: Tensor) -> Tensor:
+    """Sum over the value axis (a free squeeze for Mamba's single value)."""
+    return t.squeeze(-1) if t.shape[-1] == 1 else t.sum(-1)
+
+
+def _sum_to(t: Tensor, shape) -> Tensor:
+    """Sum `t` over the axes where `shape` has 1 (the broadcast ones), keeping them."""
+    axes = tuple(i for i, (n, m) in enumerate(zip(t.shape, shape)) if m == 1 and n != 1)
+    return t.sum(axes, keepdim=True) if axes else t
 
 
 def _chunk(q: Tensor, k: Tensor, v: Tensor, g: Tensor | None, state: Tensor, chunk_size: int,

@@ -20,6 +20,8 @@ from tokenmix.registry import register
 from tokenmix.sequence._short_conv import ShortConv
 from tokenmix.sequence.linear_attention import LINEAR_IMPLS, _LinearAttentionMixer
 
+AUTO_IMPL = "blocked"  # docs/performance.md, "Selective scan: the blocked form"
+
 
 @register(
     name="mamba",
@@ -27,7 +29,7 @@ from tokenmix.sequence.linear_attention import LINEAR_IMPLS, _LinearAttentionMix
     layout="sequence",
     paper="Mamba: Linear-Time Sequence Modeling with Selective State Spaces",
     arxiv="2312.00752",
-    impls=(*LINEAR_IMPLS, "scan"),
+    impls=(*LINEAR_IMPLS, "scan", "blocked"),
     causal="always",
     state="fixed",
     time_complexity="L",
@@ -79,10 +81,10 @@ class Mamba(_LinearAttentionMixer):
         x = F.silu(x)
         dt, b, c = self.x_proj(x).split([self.dt_rank, self.state_size, self.state_size], dim=-1)
         delta = F.softplus(self.dt_proj(dt)).transpose(1, 2)                        # (B, E·D, L)
-        log_decay = -delta.unsqueeze(-1) * self.A_log.exp().unsqueeze(1)              # (B, E·D, L, N)
-        q, k = (t.unsqueeze(1).expand(-1, self.inner, -1, -1) for t in (c, b))       # (B, E·D, L, N)
+        log_decay = (delta, -self.A_log.exp())                   # Δ_t A, factored: (B, E·D, L) and (E·D, N)
+        q, k = c.unsqueeze(1), b.unsqueeze(1)                    # (B, 1, L, N): shared by every channel
         v = (delta * x.transpose(1, 2)).unsqueeze(-1)                                # (B, E·D, L, 1)
-        impl = "scan" if self.impl == "auto" else self.impl
+        impl = AUTO_IMPL if self.impl == "auto" else self.impl
         if state is None:
             y, new = linear_attention(q, k, v, log_decay, scale=1.0, impl=impl, chunk_size=self.chunk_size), None
         else:
