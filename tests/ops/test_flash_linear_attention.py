@@ -151,6 +151,30 @@ def test_delta_rule_passes_an_explicit_scale(calls):
                  [q, k, v, beta])
 
 
+# --- decayed linear attention ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("decay,kernel", [("none", "chunk_simple_gla"), ("scalar", "chunk_simple_gla"),
+                                          ("per_head", "chunk_simple_gla"), ("per_token", "chunk_simple_gla"),
+                                          ("vector", "chunk_gla")])
+@pytest.mark.parametrize("with_state", [False, True])
+def test_linear_attention_auto_dispatches_with_fla_layout(calls, decay, kernel, with_state):
+    q, k, v = _leaves((B, H, T, K), (B, H, T, K), (B, H, T, V), seed=1)
+    log_decay = {"none": None, "scalar": -0.1, "per_head": -torch.rand(H) * 0.3,
+                 "per_token": -torch.rand(B, H, T) * 0.3, "vector": -torch.rand(B, H, T, K) * 0.3}[decay]
+    state = torch.randn(B, H, K, V, requires_grad=True) if with_state else None
+    leaves = [q, k, v] + ([state] if with_state else [])
+    options = dict(initial_state=state, return_state=with_state)
+    auto = linear_attention(q, k, v, log_decay, **options)
+    assert [c["name"] for c in calls] == [kernel]
+    call = calls[0]
+    assert call["q"] == call["k"] == (B, T, H, K) and call["v"] == (B, T, H, V)
+    expected_gate = {"none": None, "vector": ((B, T, H, K), torch.float32)}.get(decay, ((B, T, H), torch.float32))
+    assert call["g"] == expected_gate
+    assert call["scale"] == K ** -0.5
+    assert call["initial_state"] == (((B, H, K, V), torch.float32) if with_state else None)
+    assert call["output_final_state"] == with_state
+    _assert_same(auto, linear_attention(q, k, v, log_decay, impl="reference", **options), leaves)
+
+
 # --- what stays on our own forms ---------------------------------------------------------------------------------
 def test_unsupported_linear_attention_calls_fall_back(calls):
     q, k, v = _leaves((B, H, T, K), (B, H, T, K), (B, H, T, V))

@@ -55,7 +55,9 @@ Two input forms exist for the selective scan (Mamba, arXiv:2312.00752; VMamba's 
 per-channel vector and L ≤ 8192 (forward-only, the token loop beats the stable vector-decay chunk form 1.1-2.5×
 there, docs/performance.md; beyond 8192 it is not measured); `chunk` otherwise (training: chunk forward+backward
 is 6-10× faster than the loop; scalar decays: chunk is faster at every measured length; CUDA: a token loop is one
-kernel launch per token).
+kernel launch per token). On CUDA with flash-linear-attention installed, a bf16/fp16 call without a normalizer,
+input gate, factored decay or shared heads runs on its `chunk_simple_gla` (no decay, scalar decays) or `chunk_gla`
+(vector decay) kernel instead (`tokenmix.ops.flash_linear_attention`, which states the mapping and when it applies).
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from tokenmix.errors import MixerInputError
+from tokenmix.ops import flash_linear_attention as flash
 from tokenmix.ops._checks import check_head_tensors, check_impl, compute_dtype
 
 IMPLS = ("reference", "recurrent", "chunk", "scan", "blocked")
@@ -111,8 +114,11 @@ def linear_attention(q: Tensor, k: Tensor, v: Tensor, log_decay: Tensor | float 
         raise MixerInputError(f"{op}: normalize must be False, True, 'sum' or 'max', got {normalize!r}")
     dtype, out_dtype = compute_dtype(q, k, v), v.dtype
     scale = key_dim ** -0.5 if scale is None else scale
-    q, k, v = q.to(dtype) * scale, k.to(dtype), v.to(dtype)
     gated = log_input_gate is not None
+    routed = impl == "auto" and flash.routes_linear_attention(
+        q, k, v, causal=causal, normalize=normalize, gated=gated, factored=isinstance(log_decay, (tuple, list)))
+    if not routed:  # fla takes q, k, v as given: its kernels scale and accumulate in float32 themselves
+        q, k, v = q.to(dtype) * scale, k.to(dtype), v.to(dtype)
     if gated and (not causal or not normalize):
         raise MixerInputError(f"{op}: log_input_gate needs causal=True and a normalizer (normalize='max' or 'sum')")
     if normalize:
@@ -159,6 +165,11 @@ def linear_attention(q: Tensor, k: Tensor, v: Tensor, log_decay: Tensor | float 
     if gated:
         m = m[:, :, None, None]                                      # (B, H, 1, 1)
 
+    if routed:
+        o, state = flash.linear_attention(q, k, v, g, scale=scale,
+                                          initial_state=None if initial_state is None else state,
+                                          return_state=return_state)
+        return (o, state) if return_state else o
     if impl == "auto":
         inputs = [q, k, v, state] + [t for t in (g, li, m) if t is not None]
         needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in inputs)
