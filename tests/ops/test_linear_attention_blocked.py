@@ -174,3 +174,15 @@ def test_bad_inputs_raise():
     with pytest.raises(MixerInputError, match="log_input_gate"):
         linear_attention(q, k, v[:, :1], normalize="max", log_input_gate=torch.zeros(B, 1, 6, dtype=q.dtype),
                          impl="blocked")
+
+
+def test_auto_takes_blocked_for_a_factored_decay():
+    tensors = leaves(9, "factored", shared=1)
+    q, k, v, step, rate, state = tensors
+    o = linear_attention(q, k, v, (step, rate), initial_state=state)
+    node = o.grad_fn
+    while node is not None and type(node).__name__ != "_BlockedScanBackward":
+        node = node.next_functions[0][0] if node.next_functions else None
+    assert node is not None
+    torch.testing.assert_close(o, call(tensors, "factored", "reference")[0], rtol=1e-10, atol=1e-10)
+

@@ -5,7 +5,9 @@ linear attention (the `gla` recurrence) forwards and backwards. Both recurrences
 linear-attention op (`tokenmix.ops.linear_attention`, vector decay): no new recurrence lives here.
 
 `impl`: `reference` loops over the directions, one op call each in its `reference` (masked quadratic) form;
-the fast forms stack every direction into one op call in its `chunk` / `scan` (or `recurrent`) form.
+the fast forms stack every direction into one op call in its `chunk` / `scan` / `blocked` (or `recurrent`) form.
+SS2D's `auto` is `blocked`, which is linear in pixels (the doubling `scan` it used before grew with exponent 1.9:
+docs/performance.md, "Selective scan: the blocked form").
 """
 
 from __future__ import annotations

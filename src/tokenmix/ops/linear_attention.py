@@ -51,7 +51,8 @@ Two input forms exist for the selective scan (Mamba, arXiv:2312.00752; VMamba's 
 
 `causal=False` is the global form `o_t = (Σ_s k_s v_sᵀ)ᵀ q_t` (no decay, no state).
 
-`impl="auto"` (`auto_impl`): `recurrent` for L ≤ 2; `recurrent` on CPU when no gradient is needed, the decay is a
+`impl="auto"` with a factored decay is `blocked` (the selective scan: docs/performance.md, "Selective scan: the
+blocked form"). Otherwise (`auto_impl`): `recurrent` for L ≤ 2; `recurrent` on CPU when no gradient is needed, the decay is a
 per-channel vector and L ≤ 8192 (forward-only, the token loop beats the stable vector-decay chunk form 1.1-2.5×
 there, docs/performance.md; beyond 8192 it is not measured); `chunk` otherwise (training: chunk forward+backward
 is 6-10× faster than the loop; scalar decays: chunk is faster at every measured length; CUDA: a token loop is one
@@ -91,7 +92,9 @@ def linear_attention(q: Tensor, k: Tensor, v: Tensor, log_decay: Tensor | float 
                      eps: float = 1e-6, log_input_gate: Tensor | None = None,
                      initial_state: Tensor | tuple[Tensor, Tensor] | None = None, return_state: bool = False,
                      impl: str = "auto", chunk_size: int = 64):
-    """Decayed linear attention on `(B, H, L, K)` q, k and `(B, H, L, V)` v.
+    """Decayed linear attention on `(B, H, L, K)` q, k and `(B, H, L, V)` v (q, k may have `H_qk` heads dividing
+    `H`, and `log_decay` may be a factored pair `(step, rate)`: the module docstring). `chunk_size` is the chunk of
+    `chunk` and the block of `blocked`.
 
     Returns `o: (B, H, L, V)` in the dtype of `v`, or `(o, final_state)` with `return_state=True`; the state is
     `(B, H, K, V)` (`V + 1` with `normalize`) in the compute dtype (float32 for half inputs). `normalize` is
@@ -136,6 +139,7 @@ def linear_attention(q: Tensor, k: Tensor, v: Tensor, log_decay: Tensor | float 
     factored = None
     if isinstance(log_decay, (tuple, list)):
         factored = _factored_decay(op, log_decay, batch, heads, length, key_dim, dtype)
+        impl = "blocked" if impl == "auto" else impl
         log_decay = None if impl == "blocked" else factored[0].unsqueeze(-1) * factored[1].unsqueeze(1)
     g = _canonical_decay(op, log_decay, batch, heads, length, key_dim, dtype, q.device)
     li = m = None

@@ -3,7 +3,10 @@
 Each of the `d_inner` channels is one head of the op with key dim N (the SSM state) and value dim 1: the decay
 exp(Δ_t A_d) is a per-token vector over the state dimension (GLA's form), the key is B_t, the value Δ_t x_t and the
 query C_t. The recurrence lives only in `tokenmix.ops.linear_attention`; this file holds the block around it.
-With one value per head, the op's doubling `scan` is the cheapest exact form, so `impl="auto"` takes it.
+B_t and C_t go to the op with one head shared by every channel and Δ_t A as the factored decay `(Δ, A)`, so the
+op's `blocked` form (what `impl="auto"` takes) never builds a tensor of size L·E·D·N: its memory is O(L·E·D) plus
+one state per block of `chunk_size` tokens, where the doubling `scan` stored every per-token state at each of its
+log2(L) levels (docs/performance.md, "Selective scan: the blocked form", for both measured).
 """
 
 from __future__ import annotations
