@@ -56,6 +56,13 @@ def test_ulsam_maps_are_spatial_distributions_per_subspace():
     torch.testing.assert_close(attention[:, [0, 4]].sum((2, 3)), torch.ones(2, 2, dtype=torch.float64))
 
 
+def test_ulsam_takes_a_channels_last_input():
+    # the vision backbone's LayerNorm hands its mixer a permuted (channels-last) view
+    mixer = tokenmix.create("ulsam", 8, num_subspaces=2).double()
+    x = torch.randn(2, 5, 6, 8, dtype=torch.float64)
+    torch.testing.assert_close(mixer(x.movedim(-1, 1)), mixer(x.movedim(-1, 1).contiguous()))
+
+
 def test_senetv2_with_one_branch_is_squeeze_excitation():
     v2 = tokenmix.create("senetv2", 16, cardinality=1, reduction=4).double()
     se = tokenmix.create("squeeze_excitation", 16, reduction=4).double()

@@ -243,7 +243,9 @@ class SubspaceAttention(GridMixer):
         scores = self.pointwise(F.max_pool2d(self.depthwise(x), 3, stride=1, padding=1))  # (B, g, H, W)
         attention = torch.softmax(scores.flatten(2), dim=-1).view(b, g, 1, h, w)
         grouped = x.view(b, g, c // g, h, w)
-        return (attention * grouped + grouped).view(b, c, h, w)
+        # reshape, not view: a channels-last input (the backbone's LayerNorm gives one) makes the product's groups
+        # and channels non-mergeable strides
+        return (attention * grouped + grouped).reshape(b, c, h, w)
 
 
 @register(
