@@ -100,16 +100,23 @@ def kernel_spectrum(kernel: Tensor, length: int, *, causal: bool = True, past: i
 
 
 def fft_conv(x: Tensor, kernel: Tensor | KernelSpectrum, *, causal: bool = True, history: Tensor | None = None,
-             impl: str = "auto") -> Tensor:
+             gate: Tensor | None = None, impl: str = "auto") -> Tensor:
     """Convolve `x: (..., D, L)` with `kernel: (..., K)` along the last dimension; returns `(..., D, L)` in
     x's dtype (leading dimensions broadcast). `kernel` may be a `KernelSpectrum` (from `kernel_spectrum`) made
-    for this length and history. See the module docstring for the operator and the forms."""
+    for this length and history. With `gate` (the output's shape), returns `gate ⊙ (k ∗ x)` — Hyena's and H3's
+    gated convolution — multiplied while each block of the convolution is still in cache. See the module
+    docstring for the operator and the forms."""
     op = "fft_conv"
     check_impl(op, impl, ("auto", *IMPLS))
     prepared = kernel if isinstance(kernel, KernelSpectrum) else None
     if prepared is not None:
         kernel = prepared.kernel
     _check_inputs(op, x, kernel, history, causal)
+    if gate is not None and not (isinstance(gate, Tensor) and gate.is_floating_point()
+                                 and gate.shape == torch.broadcast_shapes(x.shape[:-1], kernel.shape[:-1]) + x.shape[-1:]):
+        raise MixerInputError(f"{op}: gate must be a floating-point tensor of the output's shape "
+                              f"{tuple(torch.broadcast_shapes(x.shape[:-1], kernel.shape[:-1]) + x.shape[-1:])}, got "
+                              f"{tuple(gate.shape) if isinstance(gate, Tensor) else type(gate).__name__}")
     dtype = compute_dtype(x, kernel) if history is None else compute_dtype(x, kernel, history)
     out_dtype = x.dtype
     length = x.shape[-1]
@@ -133,7 +140,14 @@ def fft_conv(x: Tensor, kernel: Tensor | KernelSpectrum, *, causal: bool = True,
         if prepared is None:
             size = fast_size(full.shape[-1] + kernel.shape[-1] - 1) if causal else length
             prepared = KernelSpectrum(kernel, size, causal)
-        y = _fft(full, prepared.spectrum, prepared.size)[..., past:past + length]
+        spectrum = prepared.spectrum
+        graph = torch.is_grad_enabled() and (full.requires_grad or spectrum.requires_grad
+                                             or (gate is not None and gate.requires_grad))
+        if not graph and torch.broadcast_shapes(full.shape[:-1], spectrum.shape[:-1]) == full.shape[:-1]:
+            return _fft_blocked(full, spectrum, prepared.size, past, gate, out_dtype)
+        y = _fft(full, spectrum, prepared.size)[..., past:past + length]
+    if gate is not None:
+        y = gate * y if gate.dtype == y.dtype else (gate.to(y.dtype) * y)
     return y.to(out_dtype)
 
 
@@ -202,6 +216,50 @@ def _fft(full: Tensor, spectrum: Tensor, size: int) -> Tensor:
             torch.broadcast_shapes(transformed.shape, spectrum.shape) != transformed.shape:
         return torch.fft.irfft(transformed * spectrum, n=size)
     return torch.fft.irfft(transformed.mul_(spectrum), n=size)  # no graph: the product in place, one buffer less
+
+
+BLOCK_ELEMENTS = 1 << 19  # transform points per block of rows: a block's padded input and spectrum stay in cache
+BLOCK_MIN_ROWS = 16       # rows transformed together (the FFT vectorizes across rows)
+
+
+def _fft_blocked(full: Tensor, spectrum: Tensor, size: int, past: int, gate: Tensor | None,
+                 out_dtype: torch.dtype) -> Tensor:
+    """`_fft` without autograd, over blocks of rows (the largest leading dimension of `full`, split so that a
+    block holds about BLOCK_ELEMENTS transform points): each block is padded, transformed, multiplied by its
+    slice of the spectrum, transformed back, gated and written into the output while it is in cache, instead of
+    a pass over memory per step with (..., D, size) intermediates. The input may be strided (a transposed view:
+    the padding copy reads it in place) and the output keeps its layout (`empty_like`)."""
+    length = full.shape[-1] - past
+    lead = full.shape[:-1]
+    out = torch.empty_like(full[..., past:], dtype=out_dtype)
+    if not lead:
+        dim, rows_per_block = None, 1
+    else:
+        dim = max(range(len(lead)), key=lambda i: (lead[i], i))
+        others = max(1, full[..., 0].numel() // max(lead[dim], 1))
+        rows_per_block = max(1, max(BLOCK_MIN_ROWS, BLOCK_ELEMENTS // size) // others)
+    spectrum_dim = None if dim is None else dim - len(lead) + spectrum.ndim - 1  # aligned from the right
+    sliced_spectrum = spectrum_dim is not None and spectrum_dim >= 0 and spectrum.shape[spectrum_dim] > 1
+    total = 1 if dim is None else lead[dim]
+    for start in range(0, total, rows_per_block):
+        stop = min(start + rows_per_block, total)
+        if dim is None:
+            block, block_spectrum, target = full, spectrum, out
+            block_gate = gate
+        else:
+            block = full.narrow(dim, start, stop - start)
+            block_spectrum = spectrum.narrow(spectrum_dim, start, stop - start) if sliced_spectrum else spectrum
+            target = out.narrow(dim, start, stop - start)
+            block_gate = None if gate is None else gate.narrow(dim, start, stop - start)
+        product = torch.fft.rfft(block, n=size).mul_(block_spectrum)
+        y = torch.fft.irfft(product, n=size)[..., past:past + length]
+        if block_gate is None:
+            target.copy_(y)
+        elif block_gate.dtype == y.dtype == target.dtype:
+            torch.mul(y, block_gate, out=target)
+        else:
+            target.copy_(y * block_gate.to(y.dtype))
+    return out
 
 
 def _reference(full: Tensor, kernel: Tensor, past: int, causal: bool) -> Tensor:

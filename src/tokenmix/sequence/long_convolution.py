@@ -27,6 +27,7 @@ from tokenmix.ops.fftconv import KernelSpectrum, fft_conv, kernel_spectrum
 from tokenmix.ops.kernels import HyenaFilter, MagnetKernel, MultiscaleKernel, SirenKernel
 from tokenmix.registry import register
 from tokenmix.sequence._heads import check_heads
+from tokenmix.sequence._layout import channels_first
 from tokenmix.sequence._short_conv import ShortConv
 
 LONG_CONV_IMPLS = ("reference", "fft")
@@ -62,11 +63,12 @@ class LongConvMixer(SequenceMixer):
     def conv_impl(self) -> str:
         return "auto" if self.impl == "auto" else self.impl
 
-    def long_conv(self, u: Tensor, kernel: Tensor | KernelSpectrum, history: Tensor | None) -> Tensor:
+    def long_conv(self, u: Tensor, kernel: Tensor | KernelSpectrum, history: Tensor | None,
+                  gate: Tensor | None = None) -> Tensor:
         """Causal convolution of `u: (..., D, L)` with `kernel: (..., P + L)` (or its `KernelSpectrum`) after
-        `history: (..., D, P)`."""
+        `history: (..., D, P)`, times `gate` (the output's shape) when given."""
         past = None if history is None or history.shape[-1] == 0 else history.to(u.dtype)
-        return fft_conv(u, kernel, history=past, impl=self.conv_impl)
+        return fft_conv(u, kernel, history=past, gate=gate, impl=self.conv_impl)
 
     @property
     def short_impl(self) -> str:
@@ -157,9 +159,9 @@ class Hyena(LongConvMixer):
         spectra = self.kernel_spectra(lambda: with_skip(self.filters(past + x.shape[1]), self.skip), past,
                                       x.shape[1])                                  # (N, D, ·): one transform
         z, inputs = v, []
-        for n, gate in enumerate(gates):
+        for n, gate in enumerate(gates):  # the gate multiplies each block of the convolution while it is in cache
             inputs.append(z)
-            z = gate * self.long_conv(z, spectra[n], None if history is None else history[:, n])
+            z = self.long_conv(z, spectra[n], None if history is None else history[:, n], gate=gate)
         y = self.out(z.transpose(1, 2))
         if state is None:
             return y, None
@@ -186,7 +188,7 @@ class KernelConvMixer(LongConvMixer):
         return {"history": torch.zeros(batch_size, self.dim, kept, device=device, dtype=dtype)}
 
     def _mix(self, x: Tensor, state: State | None) -> tuple[Tensor, State | None]:
-        u = x.transpose(1, 2).contiguous()
+        u = channels_first(x)
         history = None if state is None else state["history"].to(x.dtype)
         past = 0 if history is None else history.shape[-1]
         spectra = self.kernel_spectra(lambda: with_skip(self.kernel(past + x.shape[1]), self.skip), past, x.shape[1])

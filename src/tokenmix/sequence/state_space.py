@@ -14,6 +14,8 @@ from tokenmix.ops.fftconv import fft_conv
 from tokenmix.ops.kernels import MODAL_CHUNK, ModalKernel, complex_exp, modal_sum
 from tokenmix.registry import register
 from tokenmix.sequence._heads import check_heads
+from tokenmix.sequence._layout import channels_first
+from tokenmix.sequence.long_convolution import channels_first_linear
 from tokenmix.sequence._short_conv import ShortConv
 
 SSM_IMPLS = ("reference", "fft", "recurrent")
@@ -93,11 +95,11 @@ class S4D(SequenceMixer):
         return {"state": torch.zeros(batch_size, self.dim, self.modes, 2, device=device, dtype=dtype)}
 
     def _mix(self, x: Tensor, state: State | None) -> tuple[Tensor, State | None]:
-        u = x.transpose(1, 2)
+        u = channels_first(x)
         s0 = None if state is None else _complex_state(state["state"].to(compute_dtype(x, self.kernel.log_dt)))
         impl = "fft" if self.impl == "auto" else self.impl
         y, s = diagonal_ssm(u, *self.kernel.discrete(), s0, impl)
-        y = self.out(F.gelu(y.to(x.dtype) + self.skip[:, None] * u).transpose(1, 2))
+        y = self.out(F.gelu(torch.addcmul(y.to(x.dtype), self.skip[:, None], u)).transpose(1, 2))  # one pass
         return y, (None if state is None else {"state": _real_state(s, state["state"].dtype)})
 
     def _step(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
@@ -155,7 +157,7 @@ class H3(SequenceMixer):
 
     def _mix(self, x: Tensor, state: State | None) -> tuple[Tensor, State | None]:
         h, d, length = self.num_heads, self.head_dim, x.shape[1]
-        q, k, v = self.qkv(x).transpose(1, 2).chunk(3, dim=1)                      # (B, D, L) each
+        q, k, v = channels_first_linear(self.qkv, x).chunk(3, dim=1)               # (B, D, L) each
         k_shift, keys = self.shift(k, None if state is None else state["keys"], channels_first=True,
                                    impl="reference" if self.impl == "reference" else "direct")
         q, k_shift, v = (t.unflatten(1, (h, d)) for t in (q, k_shift, v))            # (B, H, d, L)
