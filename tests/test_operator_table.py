@@ -31,7 +31,7 @@ def test_every_model_trains_on_both_tasks_and_rows_are_skipped_when_done(tmp_pat
     run_table(tasks=["burgers", "darcy"], models=models, results=results, protocols=TINY)  # nothing left to do
     assert results.read_text() == before
     table = markdown(rows)
-    assert table.count("| lsm | levels=3") == 2 and "zero-shot @32" in table and "zero-shot @9" in table
+    assert table.count("| lsm | depth=1, levels=3") == 2 and "zero-shot @32" in table and "zero-shot @9" in table
 
 
 def test_cli_writes_the_markdown_table(tmp_path, monkeypatch):

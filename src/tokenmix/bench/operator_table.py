@@ -29,21 +29,27 @@ from tokenmix.bench.operator_train import train_operator
 
 # The reduced protocols: the FNO paper's optimizer (Adam 1e-3, weight decay 1e-4, batch 20, relative L2 loss, step
 # decay ×0.5) at a smaller width, resolution and epoch count, chosen so the whole table takes about half an hour on one
-# CPU thread (the epochs from `--measure`; see docs/quality.md).
+# quiet CPU thread: `--measure` gave about 60 s of CPU per epoch of all Burgers rows and 200 s for Darcy (see
+# docs/quality.md), so 10 and 5 epochs.
 PROTOCOLS: dict[str, dict[str, Any]] = {
     "burgers": dict(task="burgers", resolution=128, solver_resolution=1024, num_train=1000, num_test=100, width=32,
-                    depth=4, modes=16, epochs=12, step_every=3, batch_size=20, normalize=False,
+                    depth=4, modes=16, epochs=10, step_every=3, batch_size=20, normalize=False,
                     eval_resolutions=(512,)),
     "darcy": dict(task="darcy", resolution=22, solver_resolution=85, num_train=1000, num_test=100, width=32, depth=4,
-                  modes=8, epochs=12, step_every=3, batch_size=20, normalize=True, eval_resolutions=(43,)),
+                  modes=8, epochs=5, step_every=2, batch_size=20, normalize=True, eval_resolutions=(43,)),
 }
 
-# Options a model needs beyond the protocol (shown in the table). uno gets the protocol's modes like fno and ffno;
-# lsm at the paper's 5 scales and channel doubling is ~20x the cost of fno per layer here, so a lighter U is used.
+# Options a model needs beyond the protocol (shown in the table). uno gets the protocol's modes like fno and ffno.
+# gno: radius 0.05 (13 neighbours at s = 128, 5 at s = 22); the default 0.1 made it 8x fno's cost per epoch.
+# lsm: the mixer is the paper's whole U, so one of them (depth 1, as in the paper's model, instead of the protocol's
+# depth) at 3 scales without channel doubling: at the protocol's depth and the paper's 5 doubling scales it cost
+# ~60x fno per epoch here.
 MODEL_OPTIONS: dict[str, dict[str, Any]] = {
     "uno": {"modes": "protocol"},
-    "lsm": {"levels": 3, "channel_multiplier": 1, "patch_size": 6},
+    "gno": {"radius": 0.05},
+    "lsm": {"levels": 3, "channel_multiplier": 1},
 }
+MODEL_PROTOCOL: dict[str, dict[str, Any]] = {"lsm": {"depth": 1}}
 
 
 def table_models() -> list[str]:
@@ -78,10 +84,11 @@ def run_table(*, tasks: list[str], models: list[str], results: Path, protocols: 
             if (task, model, key) in done:
                 continue
             options = model_options(model, protocol)
+            overrides = MODEL_PROTOCOL.get(model, {})
             start = time.perf_counter()
-            row = train_operator(**protocol, mixer=model, mixer_options=options, checkpoint_every=1,
+            row = train_operator(**{**protocol, **overrides}, mixer=model, mixer_options=options, checkpoint_every=1,
                                  checkpoint_dir=checkpoint_dir, label=f"{task} {model}")
-            row.update(protocol=key, options=options, wall_seconds=round(time.perf_counter() - start, 1),
+            row.update(protocol=key, options={**overrides, **options}, wall_seconds=round(time.perf_counter() - start, 1),
                        load_average=[round(v, 2) for v in os.getloadavg()], date=time.strftime("%Y-%m-%d %H:%M"))
             results.parent.mkdir(parents=True, exist_ok=True)
             with results.open("a") as handle:
@@ -97,11 +104,14 @@ def measure(tasks: list[str], models: list[str], protocols: dict[str, dict[str, 
     for task in tasks:
         protocol = dict(protocols[task], epochs=1, eval_resolutions=())
         for model in models:
-            row = train_operator(**protocol, mixer=model, mixer_options=model_options(model, protocol),
-                                 checkpoint_every=0, resume=False, progress_every=0)
+            cpu = time.process_time()
+            row = train_operator(**{**protocol, **MODEL_PROTOCOL.get(model, {})}, mixer=model,
+                                 mixer_options=model_options(model, protocol), checkpoint_every=0, resume=False,
+                                 progress_every=0)
+            cpu = time.process_time() - cpu  # on a loaded machine the CPU time is what one quiet thread would take
             seconds.setdefault(task, {})[model] = row["seconds_per_epoch"]
-            print(f"{task} {model}: {row['seconds_per_epoch']:.2f} s/epoch, {row['parameters']:,} parameters",
-                  flush=True)
+            print(f"{task} {model}: {row['seconds_per_epoch']:.2f} s/epoch wall, {cpu:.2f} s CPU (with the "
+                  f"evaluations), {row['parameters']:,} parameters", flush=True)
     return seconds
 
 
