@@ -30,3 +30,21 @@ def test_mamba_defaults_follow_the_paper():
     torch.testing.assert_close(-m.A_log.exp()[0], -torch.arange(1.0, 17.0))
     delta = F.softplus(m.dt_proj.bias)
     assert (delta > 0.9e-3).all() and (delta < 1.1e-1).all()
+
+
+def test_mamba_training_memory_has_no_per_token_states():
+    # impl="auto" is the op's blocked form: autograd keeps O(L·E·D) tensors and one state per block, never the
+    # (B, E·D, L, N) per-token states (or decays) that the doubling scan kept
+    m = tokenmix.create("mamba", 16, state_size=64)
+    length = 256
+    sizes = []
+
+    def pack(t):
+        sizes.append(t.numel())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        m(torch.randn(1, length, 16, requires_grad=True)).sum().backward()
+    per_token_states = length * m.inner * m.state_size
+    assert max(sizes) <= 2 * length * m.inner                       # the input projection's output
+    assert sum(sizes) < per_token_states / 2                        # all of them together (the scan kept 25×)
