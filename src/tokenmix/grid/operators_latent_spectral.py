@@ -20,12 +20,13 @@ interpolation to the skip's exact size, concatenates and applies a double convol
 The backbone's lift / projection and coordinates are `OperatorModel`'s, so in it this mixer with depth 1 is the
 paper's whole model.
 
-Paper defaults (its Darcy setting): 5 scales, M = 4 latent tokens, K = 12 basis functions, 8 heads, patches of
-6 points per axis, width 64. Deviations, each for the mixer contract: the paper's BatchNorm mixes the examples of a
-batch, so the double convolutions use GroupNorm with one group (per-example statistics); the paper pads the grid
-so every scale divides into whole patches, here the last patch along an axis may be shorter (its missing points
-are masked out of the attention), and pooling rounds up instead of the paper's zero padding; attention scores
-are scaled by 1/√d as in scaled dot-product attention.
+Defaults (the authors' Darcy setting, from their released script and model): 5 scales, M = 4 latent tokens, K = 12
+basis functions, 8 heads, patches of 6 points per axis, width 64 (the backbone's width here). Deviations, each for
+the mixer contract: the released model's BatchNorm mixes the examples of a batch, so the double convolutions use
+GroupNorm with one group (per-example statistics); the release pads the grid so every scale divides into whole
+patches, here the last patch along an axis may be shorter (its missing points are masked out of the attention) and
+pooling rounds up instead of padding; attention scores are scaled by 1/√d as in scaled dot-product attention (the
+release leaves them unscaled).
 
 Resolution: patches are a fixed number of grid points and the convolutions are stencils over grid neighbours, so a
 finer grid changes the operator: not resolution invariant (the paper trains and tests at one resolution).
