@@ -2,9 +2,11 @@
 
     python -m tokenmix.bench.selective_scan_speed [--impls scan,blocked] [--dims 256,1024,2048] [--length 2048]
         [--sides 32,64,128] [--grid-dim 64] [--threads 1] [--max-gib 4] [--min-run-time 1]
+        [--mixers mamba,ss2d,vig] [--vig-impls chunk,blocked]
 
 `mamba` at width D (expand 2, state 16: D·2·16 state values per token), B = 1, length L; `ss2d` at a side² grid,
-B = 1, `--grid-dim` channels (the Vision-mixers-II sweep used 64), default options. Every mixer is built with the
+B = 1, `--grid-dim` channels (the Vision-mixers-II sweep used 64), default options; `vig` (GLA both ways, not a
+selective scan, but the same op) likewise with `--vig-impls`. Every mixer is built with the
 same seed for every impl, so the rows compare the same layer. Per row: forward under `no_grad`, and forward +
 backward (`(y * w).sum().backward()`); the time is the median of repeated calls (as many as fit in
 `--min-run-time`; a single call when the warm-up call alone outlasts it), the peak memory is `tokenmix.bench.memory.peak_memory` (CPU: the profiler's
@@ -99,8 +101,9 @@ def _mamba(a, impls: list[str]) -> None:
             print(f"| {dim} | {impl} | " + " | ".join(cells) + " |", flush=True)
 
 
-def _ss2d(a, impls: list[str]) -> None:
-    print(f"\n### ss2d, B = 1, {a.grid_dim} channels, 4 directions, expand 2, state 16, fp32\n")
+def _grid(a, name: str, impls: list[str]) -> None:
+    title = "4 directions, expand 2, state 16" if name == "ss2d" else "4 heads, both directions"
+    print(f"\n### {name}, B = 1, {a.grid_dim} channels, {title}, fp32\n")
     print("| side | pixels | impl | fwd | fwd peak | fwd+bwd | fwd+bwd peak |")
     print("|---:|---:|---|---:|---:|---:|---:|")
     forward: dict[str, list[tuple[int, float]]] = {impl: [] for impl in impls}
@@ -109,7 +112,7 @@ def _ss2d(a, impls: list[str]) -> None:
         x = torch.randn(1, a.grid_dim, side, side)
         for impl in impls:
             heads = 4 * 2 * a.grid_dim
-            cells = _row("ss2d", a.grid_dim, x, impl, lambda b: _scan_predicted_bytes(heads, side * side, 16, b), a)
+            cells = _row(name, a.grid_dim, x, impl, lambda b: _scan_predicted_bytes(heads, side * side, 16, b), a)
             if cells[0] != "skipped":
                 forward[impl].append((side * side, _parse_seconds(cells[0])))
             print(f"| {side} | {side * side} | {impl} | " + " | ".join(cells) + " |", flush=True)
@@ -125,14 +128,23 @@ def _parse_seconds(cell: str) -> float:
     return float(value) * (1e-3 if unit == "ms" else 1.0)
 
 
+def _warm_up(mixers: list[str], impls: list[str], vig_impls: list[str]) -> None:
+    """One tiny forward + backward per mixer and impl, so that no row pays the process's one-time costs."""
+    for name in mixers:
+        x = torch.randn(1, 64, 16) if name == "mamba" else torch.randn(1, 16, 8, 8)
+        for impl in vig_impls if name == "vig" else impls:
+            _build(name, 16, impl)(x.requires_grad_()).sum().backward()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mixers", default="mamba,ss2d")
+    parser.add_argument("--mixers", default="mamba,ss2d,vig")
     parser.add_argument("--impls", default="scan,blocked")
     parser.add_argument("--dims", default="256,1024,2048")
     parser.add_argument("--length", type=int, default=2048)
     parser.add_argument("--sides", default="32,64,128")
     parser.add_argument("--grid-dim", type=int, default=64)
+    parser.add_argument("--vig-impls", default="chunk,blocked")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--max-gib", type=float, default=4.0, help="skip scan rows predicted above this peak")
     parser.add_argument("--min-run-time", type=float, default=1.0)
@@ -145,10 +157,13 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), load average at start "
           f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; impls {', '.join(impls)}")
     mixers = a.mixers.split(",")
+    _warm_up(mixers, impls, a.vig_impls.split(","))
     if "mamba" in mixers:
         _mamba(a, impls)
     if "ss2d" in mixers:
-        _ss2d(a, impls)
+        _grid(a, "ss2d", impls)
+    if "vig" in mixers:
+        _grid(a, "vig", a.vig_impls.split(","))
 
 
 if __name__ == "__main__":
