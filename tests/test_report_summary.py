@@ -68,6 +68,25 @@ def test_report_writes_markdown_html_and_figures(tmp_path):
     assert page.count("<table>") == 3 and '<img src="mqar_dimension_0.png"' in page and "60.0%" in page
 
 
+def test_image_runs_add_a_throughput_column_with_the_median_over_seeds(tmp_path):
+    from tokenmix.bench.config import ModelSettings, RunConfig, TrainingSettings
+    from tokenmix.bench.summary import markdown_tables
+
+    store = ResultsStore(tmp_path / "results.sqlite")
+    for seed, speed in ((0, 900.0), (1, 1200.0), (2, 1000.0)):
+        config = RunConfig(task="digits", mixer="depthwise_conv", task_params={"view": "image"},
+                           model=ModelSettings(dim=8, depth=1), training=TrainingSettings(steps=3, seed=seed))
+        key = store.start(config.as_dict(), {"device": "cpu"})
+        store.finish(key, {"accuracy": 0.9, "token_accuracy": 0.9, "train_seconds": 1.0, "parameters": 10,
+                           "forward_images_per_second": speed, "throughput_batch": 250,
+                           "throughput_clock": "process cpu"})
+    (row,) = summarize(leaderboard(store))
+    assert row.images_per_second == 1000.0  # the median of 900, 1200, 1000
+    lines = markdown_tables([row])
+    assert lines[3].endswith("| params | images/s (forward, batch 250, process cpu time) |")
+    assert lines[4].count("---:") == 6 and lines[5].endswith("| 10 | 1,000 |")
+
+
 def test_sweeps_expand_learning_rates_outermost_then_seeds():
     configs = expand([tiny_config()], [1e-3, 1e-2], [0, 1])
     assert [(c.training.learning_rate, c.training.seed) for c in configs] == [(1e-3, 0), (1e-3, 1), (1e-2, 0),

@@ -40,6 +40,9 @@ class LeaderboardRow:
     mixer_name: str = ""
     mixer_options_key: tuple = ()  # the mixer's options as sorted (key, value) pairs (hashable)
     sequence_length: int | None = None
+    images_per_second: float | None = None  # image tasks: forward throughput of the trained model (throughput.py)
+    throughput_batch: int | None = None
+    throughput_clock: str | None = None
 
     def cells(self) -> tuple[str, ...]:
         return (self.mixer, self.task, self.setting, self.model, f"{100 * self.accuracy:.1f}%",
@@ -79,6 +82,9 @@ def _row(record: dict[str, Any]) -> LeaderboardRow:
         mixer_options_key=tuple(sorted((key, _hashable(value)) for key, value in
                                        config.get("mixer_options", {}).items())),
         sequence_length=_sequence_length(config["task"], config["task_params"]),
+        images_per_second=metrics.get("forward_images_per_second"),
+        throughput_batch=metrics.get("throughput_batch"),
+        throughput_clock=metrics.get("throughput_clock"),
     )
 
 

@@ -43,6 +43,7 @@ class SummaryRow:
     train_seconds: float
     parameters: int
     state_size: int | None = None  # numbers held per example after the whole sequence (None: not streamable)
+    images_per_second: float | None = None  # median forward throughput over the seeds' runs (image tasks)
     runs: list[LeaderboardRow] = field(default_factory=list, compare=False, repr=False)
 
     @property
@@ -81,8 +82,13 @@ def summarize(rows: list[LeaderboardRow]) -> list[SummaryRow]:
             train_seconds=statistics.fmean(r.train_seconds for r in runs), parameters=runs[0].parameters,
             state_size=state_size(runs[0].mixer_name, runs[0].mixer_options_key, runs[0].dim, runs[0].depth,
                                   runs[0].sequence_length),
+            images_per_second=_median([r.images_per_second for r in runs if r.images_per_second is not None]),
             runs=runs))
     return sorted(summary, key=lambda r: (r.task, r.setting, r.model, -r.mean, r.mixer))
+
+
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
 
 
 @lru_cache(maxsize=256)
@@ -108,20 +114,35 @@ def state_size(mixer: str, options_key: tuple, dim: int, depth: int, length: int
 
 
 def markdown_tables(summary: list[SummaryRow]) -> list[str]:
-    """One Markdown leaderboard per (task, setting, model)."""
+    """One Markdown leaderboard per (task, setting, model); image tasks add the forward throughput (the median
+    over seeds of images per second, at the batch and clock the runs state)."""
     lines: list[str] = []
     current = None
+    measured = {(row.task, row.setting, row.model) for row in summary if row.images_per_second is not None}
     for row in summary:
         key = (row.task, row.setting, row.model)
         if key != current:
             current = key
+            throughput = [_throughput_header(row)] if key in measured else []
+            header = ["mixer", "accuracy", "seeds", "best lr (tried)", "state size", "train time", "params"]
             lines += ["", f"### {row.task}: {row.setting} ({row.model}, {row.steps} steps)", "",
-                      "| mixer | accuracy | seeds | best lr (tried) | state size | train time | params |",
-                      "|---|---:|---:|---|---:|---:|---:|"]
+                      "| " + " | ".join(header + throughput) + " |", "|---|---:|---:|---|---:|---:|---:|"
+                      + "---:|" * len(throughput)]
         tried = ", ".join(f"{rate:g}" for rate in row.learning_rates_tried)
-        lines.append(f"| {row.mixer} | {row.accuracy_cell()} | {len(row.accuracies)} | {row.learning_rate:g} "
-                     f"({tried}) | {_count(row.state_size)} | {row.train_seconds:.0f} s | {row.parameters:,} |")
+        cells = [row.mixer, row.accuracy_cell(), str(len(row.accuracies)), f"{row.learning_rate:g} ({tried})",
+                 _count(row.state_size), f"{row.train_seconds:.0f} s", f"{row.parameters:,}"]
+        if key in measured:
+            cells.append("—" if row.images_per_second is None else f"{row.images_per_second:,.0f}")
+        lines.append("| " + " | ".join(cells) + " |")
     return lines
+
+
+def _throughput_header(row: SummaryRow) -> str:
+    """The throughput column's name, with the batch and clock of the first run that measured it."""
+    record = next((run for run in row.runs if run.images_per_second is not None), None)
+    batch = record.throughput_batch if record is not None else None
+    clock = record.throughput_clock if record is not None else None
+    return "images/s (forward" + (f", batch {batch}" if batch else "") + (f", {clock} time" if clock else "") + ")"
 
 
 def cross_task_table(summary: list[SummaryRow], speeds: dict[str, dict[str, Any]]) -> list[str]:

@@ -28,6 +28,7 @@ from tokenmix.bench.checkpoint import (RunProgress, checkpoint_path, final_weigh
 from tokenmix.bench.config import RunConfig, TrainingSettings
 from tokenmix.bench.environment import environment, resolve_device
 from tokenmix.bench.store import ResultsStore, run_id
+from tokenmix.bench.throughput import forward_throughput
 from tokenmix.errors import MixerInputError
 from tokenmix.models import SequenceModel, VisionModel
 from tokenmix.tasks import IGNORE_INDEX, Split, Task, create_task
@@ -136,6 +137,9 @@ def train(config: RunConfig, store: ResultsStore | None = None, *, device: str =
         metrics = _fit(model, task, settings, torch_device, precision, world, checkpoint,
                        progress if world.is_main else False, console, label or config.mixer)
         distributed.check_replicas_agree(model, world)
+        if task.input_kind == "image":  # accuracy against images per second, from the same model (throughput.py)
+            images = task.split("test").inputs[:settings.eval_batch_size].to(torch_device)
+            metrics.update(forward_throughput(model, images))
     except BaseException as error:  # KeyboardInterrupt too: the row says why it stopped, and is re-run next time
         if store is not None:
             reason = "interrupted" if isinstance(error, KeyboardInterrupt) else f"{type(error).__name__}: {error}"
