@@ -241,6 +241,7 @@ def _fft_blocked(full: Tensor, spectrum: Tensor, size: int, past: int, gate: Ten
     spectrum_dim = None if dim is None else dim - len(lead) + spectrum.ndim - 1  # aligned from the right
     sliced_spectrum = spectrum_dim is not None and spectrum_dim >= 0 and spectrum.shape[spectrum_dim] > 1
     total = 1 if dim is None else lead[dim]
+    padded = None
     for start in range(0, total, rows_per_block):
         stop = min(start + rows_per_block, total)
         if dim is None:
@@ -251,8 +252,12 @@ def _fft_blocked(full: Tensor, spectrum: Tensor, size: int, past: int, gate: Ten
             block_spectrum = spectrum.narrow(spectrum_dim, start, stop - start) if sliced_spectrum else spectrum
             target = out.narrow(dim, start, stop - start)
             block_gate = None if gate is None else gate.narrow(dim, start, stop - start)
-        product = torch.fft.rfft(block, n=size).mul_(block_spectrum)
-        y = torch.fft.irfft(product, n=size)[..., past:past + length]
+        # The padded input is one buffer reused across blocks, its zero tail written once (torch.fft's `n=`
+        # would allocate and zero-fill a padded copy per block; its `out=` forms copy, so they are not used).
+        if padded is None or padded.shape[:-1] != block.shape[:-1]:
+            padded = block.new_zeros(*block.shape[:-1], size)
+        padded[..., :block.shape[-1]].copy_(block)
+        y = torch.fft.irfft(torch.fft.rfft(padded).mul_(block_spectrum), n=size)[..., past:past + length]
         if block_gate is None:
             target.copy_(y)
         elif block_gate.dtype == y.dtype == target.dtype:
