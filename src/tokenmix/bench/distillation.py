@@ -12,6 +12,7 @@ model's output (logit) error and accuracy with every layer replaced by its disti
 
     python -m tokenmix.bench.distillation --minutes 4 --orders 8,16,24,32,48,64
     python -m tokenmix.bench.distillation --steps 3000 --minutes 60 --checkpoint hyena.ckpt   # resumable
+    python -m tokenmix.bench.distillation --load hyena.pt --orders 16,32,64 --step-position 16384 --threads 1
 """
 
 from __future__ import annotations
@@ -127,6 +128,34 @@ def distillation_table(model: SequenceModel, inputs: torch.Tensor, targets: torc
     return rows
 
 
+def step_speed(model: SequenceModel, orders: list[int], length: int, position: int, repeats: int = 20,
+               seed: int = 0) -> list[dict]:
+    """Per-token `step` time of the first Hyena layer at `position` (after a prefill of `position` tokens of its
+    own input width) in its exact cached-input form and distilled at each order: the median of `repeats` steps,
+    each from the same prefilled state. The trained filters are defined at every tap, so the exact layer streams
+    past its training length."""
+    mixer = model.blocks[0].mixer
+    x = torch.randn(1, position + 1, mixer.dim, generator=torch.Generator().manual_seed(seed))
+
+    def median_step(layer) -> float:
+        with torch.no_grad():
+            _, state = layer(x[:, :position], return_state=True)
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                layer.step(x[:, position], state)
+                times.append(time.perf_counter() - start)
+        return sorted(times)[len(times) // 2]
+
+    exact = median_step(mixer)
+    rows = []
+    for order in orders:
+        distilled = median_step(mixer.to_recurrent(order, length))
+        rows.append({"order": order, "position": position, "exact_step_ms": exact * 1e3,
+                     "distilled_step_ms": distilled * 1e3, "speed_up": exact / distilled})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--length", type=int, default=256)
@@ -145,7 +174,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--load", help="skip training: read a state dict written by --save")
     parser.add_argument("--json", help="write the table as JSON here")
     parser.add_argument("--checkpoint", help="keep a training checkpoint here and resume from it when it exists")
+    parser.add_argument("--step-position", type=int, default=0,
+                        help="also time one step of layer 0 at this position, exact against distilled (0: skip)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.load:
         torch.manual_seed(args.seed)
         model = SequenceModel(vocab_size=args.vocab, dim=args.dim, depth=args.depth, mixer="hyena",
@@ -171,9 +205,15 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{row['order']:>5} | {i:>5} | {layer['filter_error_median']:>11.2e} / {layer['filter_error_max']:.2e}"
                   f" | {layer['output_error']:>16.2e} | {row['model_logit_error']:>15.2e} | "
                   f"{row['model_accuracy']:.3f} / {row['exact_accuracy']:.3f}")
+    speed = step_speed(model, orders, args.length, args.step_position) if args.step_position else []
+    if speed:
+        print(f"one step of layer 0 at position {args.step_position} ({torch.get_num_threads()} threads): "
+              f"exact (cached input) {speed[0]['exact_step_ms']:.2f} ms")
+        for row in speed:
+            print(f"  order {row['order']:>3}: distilled {row['distilled_step_ms']:.3f} ms, {row['speed_up']:.0f}× faster")
     if args.json:
         with open(args.json, "w") as handle:
-            json.dump({"args": vars(args), "training": training, "rows": rows}, handle, indent=1)
+            json.dump({"args": vars(args), "training": training, "rows": rows, "step_speed": speed}, handle, indent=1)
 
 
 if __name__ == "__main__":
