@@ -18,7 +18,10 @@ Forms (`impl`):
   input): a shorter transform would wrap the tail of the convolution — the future — into the first outputs.
   The kernel's spectrum is computed once per call and broadcast over the batch; `kernel_spectrum` computes it
   ahead, as a `KernelSpectrum` that `fft_conv` takes in place of the kernel, so one transform serves many calls
-  (a mixer's N long convolutions, groups of heads, repeated forwards at one length).
+  (a mixer's N long convolutions, groups of heads, repeated forwards at one length). Without autograd the rows
+  are processed in blocks of about `BLOCK_ELEMENTS` transform points (pad, transform, product, inverse, gate,
+  write while the block is in cache), so no `(..., D, n)` intermediate makes a pass through main memory.
+* `gate` (any form): `gate ⊙ (k ∗ x)`, Hyena's gated convolution, fused into the blocks above.
 * `auto`: `direct` for kernels of at most `DIRECT_MAX_KERNEL` taps or at most `DIRECT_MAX_NEW` new tokens after
   a history, `fft` otherwise.
 
