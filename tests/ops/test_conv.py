@@ -80,5 +80,8 @@ def test_crossover_bench_runs_and_reads_its_rows():
 
     rows = measure(sizes=(8,), kernels=(3, 5), channels=2, repeats=1)
     assert [(r["size"], r["kernel"]) for r in rows] == [(8, 3), (8, 5)]
+    for r in rows:  # the ratio is the picked form's time over the faster one's: 1 when auto picked the faster
+        assert r["auto"] in ("direct", "fft")
+        assert r["auto_ratio"] == r[r["auto"]] / min(r["direct"], r["fft"]) >= 1.0
     assert crossover([{"size": 8, "kernel": 3, "direct": 1, "fft": 2}, {"size": 8, "kernel": 5, "direct": 2, "fft": 1}]) == 5
     assert crossover([{"size": 8, "kernel": 3, "direct": 1, "fft": 2}]) is None
