@@ -191,7 +191,10 @@ class KernelConvMixer(LongConvMixer):
         u = channels_first(x)
         history = None if state is None else state["history"].to(x.dtype)
         past = 0 if history is None else history.shape[-1]
-        spectra = self.kernel_spectra(lambda: with_skip(self.kernel(past + x.shape[1]), self.skip), past, x.shape[1])
+        # A kernel of finite support (SGConv) is made at most `support` taps long: the taps beyond are zeros, and
+        # the transform then needs only P + L + support - 1 points instead of about 2(P + L).
+        taps = past + x.shape[1] if self.support is None else min(past + x.shape[1], self.support)
+        spectra = self.kernel_spectra(lambda: with_skip(self.kernel(taps), self.skip), past, x.shape[1])
         y = self.long_conv(u, spectra, history)
         y = self.out(torch.nn.functional.gelu(y).transpose(1, 2))
         if state is None:
