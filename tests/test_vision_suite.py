@@ -1,0 +1,33 @@
+"""The vision suite: every vision grid mixer (no neural operator) with 3 seeds, each one buildable at its options."""
+
+from __future__ import annotations
+
+import torch
+
+import tokenmix
+from tokenmix.bench.suites import SUITES, VISION_LAST, vision_suite
+from tokenmix.bench.train import build_model
+from tokenmix.tasks import create_task
+
+
+def test_the_vision_suite_covers_every_vision_mixer_with_three_seeds_seed_major():
+    runs = SUITES["vision"]().runs
+    expected = {name for name in tokenmix.available("grid") if tokenmix.spec(name).family != "neural-operator"
+                and 2 in tokenmix.spec(name).spatial_dims}
+    assert {run.mixer for run in runs} == expected and "fno" not in expected
+    per_seed = len(expected)
+    assert len(runs) == 3 * per_seed
+    for seed in (0, 1, 2):
+        block = runs[seed * per_seed:(seed + 1) * per_seed]
+        assert {run.training.seed for run in block} == {seed}
+        assert [run.mixer for run in block][-len(VISION_LAST):] == list(VISION_LAST)  # the costly ones last
+    assert {(run.task, run.task_params["view"], run.training.learning_rate) for run in runs} == {
+        ("digits", "image", 3e-3)}
+
+
+def test_every_vision_suite_model_builds_at_its_options_and_runs_on_digits_images():
+    task = create_task("digits", view="image")
+    images = torch.rand(2, 1, 8, 8)
+    for run in vision_suite().runs[:len(vision_suite().runs) // 3]:
+        model = build_model(run, task)
+        assert model(images).shape == (2, 10), run.mixer
