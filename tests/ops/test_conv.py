@@ -85,3 +85,14 @@ def test_crossover_bench_runs_and_reads_its_rows():
         assert r["auto_ratio"] == r[r["auto"]] / min(r["direct"], r["fft"]) >= 1.0
     assert crossover([{"size": 8, "kernel": 3, "direct": 1, "fft": 2}, {"size": 8, "kernel": 5, "direct": 2, "fft": 1}]) == 5
     assert crossover([{"size": 8, "kernel": 3, "direct": 1, "fft": 2}]) is None
+
+
+def test_auto_rule_follows_the_measured_crossovers():
+    from tokenmix.ops.conv import prefers_fft
+
+    # docs/performance.md (issue 7): direct wins below the crossover kernel, the FFT above it, and the crossover
+    # falls with resolution (k = 23 is direct at 128 px but FFT at 256 px)
+    assert not prefers_fft((32, 32), (7, 7)) and not prefers_fft((256, 256), (7, 7))
+    assert not prefers_fft((128, 128), (23, 23)) and prefers_fft((256, 256), (23, 23))
+    assert prefers_fft((64, 64), (31, 31)) and prefers_fft((256, 256), (51, 51))
+    assert prefers_fft((4096,), (4096,)) and not prefers_fft((4096,), (3,))    # the same rule in 1D

@@ -35,11 +35,12 @@ from tokenmix.ops.fftconv import fast_size
 IMPLS = ("reference", "direct", "fft")
 # `auto` compares a cost model: direct ∝ N·K (N output points, K kernel taps, dilated spans), FFT ∝ P·log2 P
 # (P the padded transform size, Π (n_i + k_i - 1)); it takes the FFT when N·K > FFT_COST_RATIO · P·log2 P. The
-# ratio is fitted to `python -m tokenmix.bench.conv_crossover` (depthwise, 32 channels, float32, 1 thread, shared
-# 2-core CPU): the crossover kernel falls with resolution, ≈45 at 32 px, ≈38 at 64 px, ≈25 at 128 px, ≈21 at
-# 256 px, and N·K / (P·log2 P) at those points is 29, 44, 31, 23, so one ratio of ~30 follows all of them where
-# a fixed kernel threshold would be off by 2x at one end or the other.
-FFT_COST_RATIO = 30.0
+# crossover kernel falls with resolution (≈31 at 32-64 px, ≈25 at 128 px, ≈21 at 256 px), which one ratio follows
+# where a fixed kernel threshold would be off by 2x at one end or the other. The ratio is the value that minimizes
+# the worst time of the picked form over the faster form's in `python -m tokenmix.bench.conv_crossover --repeats 5`
+# (depthwise, 32 channels, float32, 1 thread, 2-core CPU, quiet: 2026-11-22): 26.7 gives a worst 1.18× (at 32 px,
+# k = 31: 1.34 against 1.14 ms, where single timings scatter by ~15%), the earlier 30 gave 1.52× (32 px, k = 41).
+FFT_COST_RATIO = 26.7
 
 _CONVOLUTIONS = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
