@@ -53,3 +53,26 @@ def test_bad_arguments_raise():
         softmax_attention(q[0], q, q)
     with pytest.raises(MixerInputError, match="agree"):
         softmax_attention(q, q[..., :2], q)
+
+
+def test_sdpa_gets_a_unit_stride_head_dimension(monkeypatch):
+    # Heads split from a channels-first grid are views with stride N on the head dimension; PyTorch's SDPA falls
+    # back to its (N, N)-score math path on such inputs, so the op hands it contiguous copies (same values).
+    import torch.nn.functional as F
+
+    from tokenmix.ops import attention as module
+
+    seen = []
+    original = F.scaled_dot_product_attention
+
+    def recording(q, k, v, **kwargs):
+        seen.append([t.stride(-1) for t in (q, k, v)])
+        return original(q, k, v, **kwargs)
+
+    monkeypatch.setattr(module.F, "scaled_dot_product_attention", recording)
+    grid = torch.randn(2, 4 * 8, 37, dtype=torch.float64)          # (B, heads·d, N), channels-first
+    q = grid.view(2, 4, 8, 37).transpose(-1, -2)                   # (B, H, N, d), stride 37 on d
+    assert q.stride(-1) == 37
+    out = softmax_attention(q, q, q, causal=False, impl="sdpa")
+    assert seen == [[1, 1, 1]]
+    torch.testing.assert_close(out, softmax_attention(q, q, q, causal=False, impl="reference"), rtol=1e-10, atol=1e-10)
