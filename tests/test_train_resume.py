@@ -84,3 +84,28 @@ def test_bad_training_settings_are_refused():
         dataclasses.replace(tiny_config().training, target_accuracy=1.5)
     with pytest.raises(MixerInputError, match="precision"):
         dataclasses.replace(tiny_config().training, precision="float8")
+
+
+def test_a_checkpoint_of_another_kind_is_refused(tmp_path):
+    # The trainer's and the operator trainer's checkpoints share their tensor layout (bench.checkpoint's helpers)
+    # but not their progress records: each loader checks the format and names what it expected.
+    from tokenmix.bench.checkpoint import load_checkpoint
+    from tokenmix.bench.operator_checkpoint import load_operator_checkpoint, save_operator_checkpoint
+
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1)
+    model(torch.randn(4, 3)).sum().backward()
+    optimizer.step()
+    path = tmp_path / "operator.safetensors"
+    save_operator_checkpoint(path, model, optimizer, schedule, epoch=1, history=[0.5])
+    with pytest.raises(MixerInputError, match="not a tokenmix checkpoint of format"):
+        load_checkpoint(path, model, optimizer, schedule, torch.Generator())
+    restored = torch.nn.Linear(3, 2)
+    restored_optimizer = torch.optim.AdamW(restored.parameters(), lr=1e-3)
+    epoch, history = load_operator_checkpoint(path, restored, restored_optimizer,
+                                              torch.optim.lr_scheduler.StepLR(restored_optimizer, step_size=1))
+    assert (epoch, history) == (1, [0.5])
+    torch.testing.assert_close(restored.weight, model.weight, rtol=0, atol=0)
+    torch.testing.assert_close(restored_optimizer.state_dict()["state"][0]["exp_avg"],
+                               optimizer.state_dict()["state"][0]["exp_avg"], rtol=0, atol=0)

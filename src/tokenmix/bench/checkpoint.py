@@ -54,7 +54,7 @@ def _model_tensors(model: nn.Module) -> dict[str, Tensor]:
     return {f"model.{name}": value.detach().cpu().contiguous().clone() for name, value in model.state_dict().items()}
 
 
-def _write_atomically(tensors: dict[str, Tensor], metadata: dict[str, str], path: Path) -> None:
+def write_atomically(tensors: dict[str, Tensor], metadata: dict[str, str], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     os.close(handle)
@@ -66,33 +66,29 @@ def _write_atomically(tensors: dict[str, Tensor], metadata: dict[str, str], path
         raise
 
 
-def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-                    schedule: torch.optim.lr_scheduler.LRScheduler, progress: RunProgress, order: Tensor,
-                    order_generator: torch.Generator) -> None:
-    """Write everything needed to continue the run at `progress.step`."""
+def training_tensors(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tensor], list[dict]]:
+    """The model's tensors (`model.<name>`) and the optimizer's per-parameter state (`optimizer.<index>.<key>`),
+    as a checkpoint stores them, and the optimizer's param groups (which go into the JSON metadata)."""
     tensors = _model_tensors(model)
     optimizer_state = optimizer.state_dict()
     for index, state in optimizer_state["state"].items():
         for key, value in state.items():
             tensors[f"optimizer.{index}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous().clone()
-    tensors["order"] = order.cpu().contiguous()
-    tensors["generator.order"] = order_generator.get_state()
-    tensors["generator.torch"] = torch.get_rng_state()
-    record = {"step": progress.step, "history": progress.history, "smoothed_loss": progress.smoothed_loss,
-              "param_groups": optimizer_state["param_groups"], "schedule": schedule.state_dict()}
-    _write_atomically(tensors, {"format": FORMAT, "progress": json.dumps(record)}, path)
+    return tensors, optimizer_state["param_groups"]
 
 
-def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-                    schedule: torch.optim.lr_scheduler.LRScheduler,
-                    order_generator: torch.Generator) -> tuple[RunProgress, Tensor]:
-    """Restore the run saved at `path` into the given objects; returns its progress and this epoch's order."""
+def read_training_checkpoint(path: Path, expected_format: str, kind: str) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """The `progress` record (JSON metadata) and the tensors of a checkpoint of format `expected_format`."""
     with safe_open(str(path), framework="pt") as handle:
         metadata = handle.metadata() or {}
-    if metadata.get("format") != FORMAT:
-        raise MixerInputError(f"{path} is not a tokenmix checkpoint of format {FORMAT}")
-    record = json.loads(metadata["progress"])
-    tensors = load_file(str(path))
+    if metadata.get("format") != expected_format:
+        raise MixerInputError(f"{path} is not {kind} of format {expected_format}")
+    return json.loads(metadata["progress"]), load_file(str(path))
+
+
+def restore_training_tensors(tensors: dict[str, Tensor], model: nn.Module, optimizer: torch.optim.Optimizer,
+                             param_groups: list[dict]) -> None:
+    """Load what `training_tensors` stored back into `model` and `optimizer` (the state on the model's device)."""
     device = next(model.parameters()).device
     model.load_state_dict({name[len("model."):]: value for name, value in tensors.items()
                            if name.startswith("model.")})
@@ -101,7 +97,28 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
         if name.startswith("optimizer."):
             _, index, key = name.split(".", 2)
             state.setdefault(int(index), {})[key] = value if key == "step" else value.to(device)
-    optimizer.load_state_dict({"state": state, "param_groups": record["param_groups"]})
+    optimizer.load_state_dict({"state": state, "param_groups": param_groups})
+
+
+def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+                    schedule: torch.optim.lr_scheduler.LRScheduler, progress: RunProgress, order: Tensor,
+                    order_generator: torch.Generator) -> None:
+    """Write everything needed to continue the run at `progress.step`."""
+    tensors, param_groups = training_tensors(model, optimizer)
+    tensors["order"] = order.cpu().contiguous()
+    tensors["generator.order"] = order_generator.get_state()
+    tensors["generator.torch"] = torch.get_rng_state()
+    record = {"step": progress.step, "history": progress.history, "smoothed_loss": progress.smoothed_loss,
+              "param_groups": param_groups, "schedule": schedule.state_dict()}
+    write_atomically(tensors, {"format": FORMAT, "progress": json.dumps(record)}, path)
+
+
+def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+                    schedule: torch.optim.lr_scheduler.LRScheduler,
+                    order_generator: torch.Generator) -> tuple[RunProgress, Tensor]:
+    """Restore the run saved at `path` into the given objects; returns its progress and this epoch's order."""
+    record, tensors = read_training_checkpoint(path, FORMAT, "a tokenmix checkpoint")
+    restore_training_tensors(tensors, model, optimizer, record["param_groups"])
     schedule.load_state_dict(record["schedule"])
     order_generator.set_state(tensors["generator.order"])
     torch.set_rng_state(tensors["generator.torch"])
@@ -111,7 +128,7 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
 
 def save_weights(path: Path, model: nn.Module, config: dict[str, Any]) -> None:
     """The trained model's weights with the run's config (JSON metadata) beside them."""
-    _write_atomically(_model_tensors(model), {"format": FORMAT, "config": json.dumps(config)}, path)
+    write_atomically(_model_tensors(model), {"format": FORMAT, "config": json.dumps(config)}, path)
 
 
 def load_weights(path: str | Path, model: nn.Module) -> dict[str, Any]:

@@ -16,11 +16,10 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file
 from torch import nn
 
-from tokenmix.bench.checkpoint import _model_tensors, _write_atomically
-from tokenmix.errors import MixerInputError
+from tokenmix.bench.checkpoint import (read_training_checkpoint, restore_training_tensors, training_tensors,
+                                      write_atomically)
 from tokenmix.paths import cache_dir
 
 FORMAT = "operator-1"
@@ -36,20 +35,16 @@ def save_operator_checkpoint(path: Path, model: nn.Module, optimizer: torch.opti
                              schedule: torch.optim.lr_scheduler.LRScheduler, epoch: int, history: list[float],
                              result: dict[str, Any] | None = None) -> None:
     """Everything needed to continue after `epoch` epochs (and the final result, once there is one)."""
-    tensors = _model_tensors(model)
-    optimizer_state = optimizer.state_dict()
-    for index, state in optimizer_state["state"].items():
-        for key, value in state.items():
-            tensors[f"optimizer.{index}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous().clone()
+    tensors, param_groups = training_tensors(model, optimizer)
     tensors["generator.torch"] = torch.get_rng_state()
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         tensors["generator.cuda"] = torch.cuda.get_rng_state()
-    progress = {"epoch": epoch, "history": history, "param_groups": optimizer_state["param_groups"],
+    progress = {"epoch": epoch, "history": history, "param_groups": param_groups,
                 "schedule": schedule.state_dict()}
     metadata = {"format": FORMAT, "progress": json.dumps(progress)}
     if result is not None:
         metadata["result"] = json.dumps(result)
-    _write_atomically(tensors, metadata, path)
+    write_atomically(tensors, metadata, path)
 
 
 def read_finished_result(path: Path) -> dict[str, Any] | None:
@@ -65,21 +60,8 @@ def load_operator_checkpoint(path: Path, model: nn.Module, optimizer: torch.opti
                              schedule: torch.optim.lr_scheduler.LRScheduler) -> tuple[int, list[float]]:
     """Restore the run saved at `path` into the given objects and the random generators; returns (epochs done,
     training-loss history)."""
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = handle.metadata() or {}
-    if metadata.get("format") != FORMAT:
-        raise MixerInputError(f"{path} is not an operator-training checkpoint of format {FORMAT}")
-    progress = json.loads(metadata["progress"])
-    tensors = load_file(str(path))
-    device = next(model.parameters()).device
-    model.load_state_dict({name[len("model."):]: value for name, value in tensors.items()
-                           if name.startswith("model.")})
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for name, value in tensors.items():
-        if name.startswith("optimizer."):
-            _, index, key = name.split(".", 2)
-            state.setdefault(int(index), {})[key] = value if key == "step" else value.to(device)
-    optimizer.load_state_dict({"state": state, "param_groups": progress["param_groups"]})
+    progress, tensors = read_training_checkpoint(path, FORMAT, "an operator-training checkpoint")
+    restore_training_tensors(tensors, model, optimizer, progress["param_groups"])
     schedule.load_state_dict(progress["schedule"])
     torch.set_rng_state(tensors["generator.torch"])
     if "generator.cuda" in tensors and torch.cuda.is_available():
