@@ -115,11 +115,12 @@ def fft_conv(x: Tensor, kernel: Tensor | KernelSpectrum, *, causal: bool = True,
     if prepared is not None:
         kernel = prepared.kernel
     _check_inputs(op, x, kernel, history, causal)
-    if gate is not None and not (isinstance(gate, Tensor) and gate.is_floating_point()
-                                 and gate.shape == torch.broadcast_shapes(x.shape[:-1], kernel.shape[:-1]) + x.shape[-1:]):
-        raise MixerInputError(f"{op}: gate must be a floating-point tensor of the output's shape "
-                              f"{tuple(torch.broadcast_shapes(x.shape[:-1], kernel.shape[:-1]) + x.shape[-1:])}, got "
-                              f"{tuple(gate.shape) if isinstance(gate, Tensor) else type(gate).__name__}")
+    if gate is not None:
+        output_shape = torch.broadcast_shapes(x.shape[:-1], kernel.shape[:-1]) + x.shape[-1:]
+        if not (isinstance(gate, Tensor) and gate.is_floating_point() and gate.shape == output_shape):
+            raise MixerInputError(f"{op}: gate must be a floating-point tensor of the output's shape "
+                                  f"{tuple(output_shape)}, got "
+                                  f"{tuple(gate.shape) if isinstance(gate, Tensor) else type(gate).__name__}")
     dtype = compute_dtype(x, kernel) if history is None else compute_dtype(x, kernel, history)
     out_dtype = x.dtype
     length = x.shape[-1]
