@@ -105,6 +105,55 @@ def test_strong_decay_is_stable_in_float32():
     torch.testing.assert_close(o, expected, rtol=1e-5, atol=1e-5)
 
 
+def _spy_sub_chunks(monkeypatch) -> list[int]:
+    """Record how many chunks take the exact sub-chunk form of a vector decay."""
+    from tokenmix.ops import linear_attention as module
+
+    rows: list[int] = []
+    exact = module._intra_vector_sub_chunks
+
+    def spy(q, k, b):
+        rows.append(q.shape[0])
+        return exact(q, k, b)
+
+    monkeypatch.setattr(module, "_intra_vector_sub_chunks", spy)
+    return rows
+
+
+def test_vector_decay_chunks_past_the_factored_span_take_the_exact_form(monkeypatch):
+    # chunks 1 and 3 of batch 0 decay by 50 per token (span 800 > FACTORED_SPAN[float64] = 600), the rest by ≤ 0.1:
+    # the two forms meet in one call, forward and backward equal the reference
+    rows = _spy_sub_chunks(monkeypatch)
+    length, key_dim, chunk = 64, 5, 16
+    q, k, v = (t.requires_grad_() for t in inputs(length, key_dim=key_dim))
+    g = -0.1 * torch.rand(B, H, length, key_dim, dtype=torch.float64)
+    g[0, :, 16:32] = -50.0
+    g[0, 1, 48:] = -50.0
+    g.requires_grad_()
+    state = torch.randn(B, H, key_dim, 7, dtype=torch.float64, requires_grad=True)
+    results = {}
+    for impl in ("reference", "chunk"):
+        o, final = linear_attention(q, k, v, g, impl=impl, initial_state=state, return_state=True, chunk_size=chunk)
+        results[impl] = (o, final, *torch.autograd.grad(o.sin().sum() + final.cos().sum(), (q, k, v, g, state)))
+    for got, want in zip(results["chunk"], results["reference"]):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-10)
+    assert rows == [H + 1]  # chunk 1 of each head of batch 0, and chunk 3 of head 1
+
+
+def test_factored_vector_decay_keeps_float32_precision_near_its_span_limit(monkeypatch):
+    # every chunk spans ~55 nats (just under FACTORED_SPAN[float32] = 60): exp(-b_j) reaches e^55 ≈ 8e23, yet each
+    # product q_i k_j exp(b_i - b_j) is formed from normal floats, so float32 stays within its rounding of float64
+    rows = _spy_sub_chunks(monkeypatch)
+    length, key_dim, chunk = 128, 8, 64
+    q, k, v = inputs(length, key_dim=key_dim)
+    g = -(55.0 / chunk) * (0.9 + 0.2 * torch.rand(B, H, length, key_dim, dtype=torch.float64)).clamp(max=1.0)
+    expected = linear_attention(q, k, v, g, impl="reference", chunk_size=chunk)
+    got = linear_attention(q.float(), k.float(), v.float(), g.float(), impl="chunk", chunk_size=chunk)
+    assert rows == []
+    # float32 rounding (6e-8) of sums of ~64 terms of size |q||k||v| ~ 10: 1e-5 absolute is ~100 roundings
+    torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-5)
+
+
 def test_normalizer_matches_explicit_ratio():
     q, k, v = (t.abs() + 0.1 for t in inputs(23))
     g = decays("token", 23, 5, 0.5)

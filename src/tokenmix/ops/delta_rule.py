@@ -152,13 +152,15 @@ def attention_weights(q: Tensor, k: Tensor, beta: Tensor, g: Tensor | None) -> t
 def _recurrent(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, g: Tensor | None,
                state: Tensor) -> tuple[Tensor, Tensor]:
     outputs = []
-    for t in range(q.shape[2]):
+    # per-token views taken once: indexing `[:, :, t]` in the loop would make backward O(L²) (a full-size zero
+    # tensor per token)
+    g_t = g.unbind(2) if g is not None else None
+    for t, (q_t, k_t, v_t, beta_t) in enumerate(zip(q.unbind(2), k.unbind(2), v.unbind(2), beta.unbind(2))):
         if g is not None:
-            state = g[:, :, t, None, None].exp() * state
-        k_t = k[:, :, t]
-        error = v[:, :, t] - (k_t.unsqueeze(-2) @ state).squeeze(-2)       # v_t - Sᵀ k_t
-        state = state + beta[:, :, t, None, None] * k_t.unsqueeze(-1) * error.unsqueeze(-2)
-        outputs.append((q[:, :, t].unsqueeze(-2) @ state).squeeze(-2))
+            state = g_t[t][:, :, None, None].exp() * state
+        error = v_t - (k_t.unsqueeze(-2) @ state).squeeze(-2)       # v_t - Sᵀ k_t
+        state = state + beta_t[:, :, None, None] * k_t.unsqueeze(-1) * error.unsqueeze(-2)
+        outputs.append((q_t.unsqueeze(-2) @ state).squeeze(-2))
     return torch.stack(outputs, dim=2), state
 
 
@@ -194,10 +196,11 @@ def _chunk(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, g: Tensor | None, stat
 
     # Only the state passing is sequential (two small matmuls per chunk); the outputs are batched after it.
     entering, updates = [], []
-    for n in range(chunks):
+    # unbound once: indexing `[:, :, n]` in the loop would give backward a full-size zero tensor per chunk
+    for w_v_n, w_k_n, decay_n, k_to_end_n in zip(*(t.unbind(2) for t in (w_v, w_k, chunk_decay, k_to_end))):
         entering.append(state)
-        updates.append(w_v[:, :, n] - w_k[:, :, n] @ state)
-        state = chunk_decay[:, :, n] * state + k_to_end[:, :, n] @ updates[-1]
+        updates.append(w_v_n - w_k_n @ state)
+        state = decay_n * state + k_to_end_n @ updates[-1]
     entering, u = torch.stack(entering, dim=2), torch.stack(updates, dim=2)    # (B, H, N, K, V), (B, H, N, C, V)
     scores = (q @ k.transpose(-1, -2)) * relative                       # causal, decayed, diagonal included
     o = (q * b.exp()) @ entering + scores @ u

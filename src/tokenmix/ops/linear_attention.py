@@ -30,9 +30,12 @@ Forms (`impl`):
 * `scan`: every state `S_t` at once by a doubling (Hillis–Steele) scan, log2(L) elementwise steps over a
   `(B, H, L, K, V)` tensor, O(L log L) work and, under autograd, every level's states kept (`blocked` below does
   the same job in O(L) work and without the per-token states: 30-50× faster on CPU at Mamba's shapes);
-* `chunk`: chunkwise parallel: masked matmuls inside chunks, the state passed between chunks. Every exponent it
-  takes is ≤ 0, so strong decays neither overflow nor lose the state. Vector decays use a second level of
-  sub-chunks inside a chunk (as in the GLA paper's secondary chunking) so no `(C, C, K)` tensor is built;
+* `chunk`: chunkwise parallel: masked matmuls inside chunks, the state passed between chunks. Every exponent of the
+  state passing is ≤ 0, so strong decays neither overflow nor lose the state. Inside a chunk a vector decay is
+  factored, `(q_i ⊙ exp(b_i))·(k_j ⊙ exp(-b_j))` with `b` summed from the chunk's start (one matmul, as a scalar
+  decay), where the chunk's decay span keeps `exp(-b_j)` a normal float (`FACTORED_SPAN`: 60 nats in float32);
+  a chunk past it uses a second level of sub-chunks (the GLA paper's secondary chunking) whose exponents are all
+  ≤ 0, with the diagonal sub-chunks formed elementwise, so no `(C, C, K)` tensor is built;
 * `blocked`: the states of `scan`, one block of `chunk_size` tokens at a time: inside a block every state
   `S_t = a_t ⊙ S_{t-1} + k_t v_tᵀ` is formed exactly (a token loop of one fused multiply-add per token on CPU, the
   doubling scan on other devices), the `(B, H, K, V)` state is carried from block to block, and only each block's
@@ -54,11 +57,9 @@ Two input forms exist for the selective scan (Mamba, arXiv:2312.00752; VMamba's 
 `causal=False` is the global form `o_t = (Σ_s k_s v_sᵀ)ᵀ q_t` (no decay, no state).
 
 `impl="auto"` with a factored decay is `blocked` (the selective scan: docs/performance.md, "Selective scan: the
-blocked form"). Otherwise (`auto_impl`): `recurrent` for L ≤ 2; `recurrent` on CPU when no gradient is needed, the decay is a
-per-channel vector and L ≤ 8192 (forward-only, the token loop beats the stable vector-decay chunk form 1.1-2.5×
-there, docs/performance.md; beyond 8192 it is not measured); `chunk` otherwise (training: chunk forward+backward
-is 6-10× faster than the loop; scalar decays: chunk is faster at every measured length; CUDA: a token loop is one
-kernel launch per token). On CUDA with flash-linear-attention installed, a bf16/fp16 call without a normalizer,
+blocked form"). Otherwise (`auto_impl`): `recurrent` for L ≤ 2 and `chunk` beyond, for every decay and with or
+without a gradient (the factored vector-decay chunk is 3-9× faster than the token loop forward-only from L = 8 on
+CPU, docs/performance.md; on CUDA a token loop is one kernel launch per token). On CUDA with flash-linear-attention installed, a bf16/fp16 call without a normalizer,
 input gate, factored decay or shared heads runs on its `chunk_simple_gla` (no decay, scalar decays) or `chunk_gla`
 (vector decay) kernel instead (`tokenmix.ops.flash_linear_attention`, which states the mapping and when it applies).
 """
@@ -76,17 +77,15 @@ from tokenmix.ops._checks import check_head_tensors, check_impl, compute_dtype
 IMPLS = ("reference", "recurrent", "chunk", "scan", "blocked")
 BLOCK_PARALLEL_DEVICES = ("cuda",)  # device types whose `blocked` form uses the doubling scan inside a block
 SUB_CHUNK = 16
-RECURRENT_INFERENCE_MAX_LENGTH = 8192  # the longest length at which recurrent was measured faster forward-only
+# the largest decay span (-log of a chunk's total decay, its smallest channel) at which `chunk` factors a vector
+# decay as exp(b_i)·exp(-b_j), per compute dtype (half inputs compute in float32): exp(60) = 1.1e26 leaves float32
+# (max 3.4e38) room for the masked-out products q_i·k_j·exp(b_i - b_j), j > i; exp(600) = 3.8e260 leaves float64's
+FACTORED_SPAN = {torch.float32: 60.0, torch.float64: 600.0}
 
 
-def auto_impl(length: int, *, vector_decay: bool, needs_grad: bool, device_type: str) -> str:
+def auto_impl(length: int) -> str:
     """The form `impl="auto"` takes (the rule in the module docstring)."""
-    if length <= 2:
-        return "recurrent"
-    if (vector_decay and not needs_grad and device_type == "cpu"
-            and length <= RECURRENT_INFERENCE_MAX_LENGTH):
-        return "recurrent"
-    return "chunk"
+    return "recurrent" if length <= 2 else "chunk"
 
 
 def linear_attention(q: Tensor, k: Tensor, v: Tensor, log_decay: Tensor | float | None = None, *,
@@ -177,10 +176,7 @@ def linear_attention(q: Tensor, k: Tensor, v: Tensor, log_decay: Tensor | float 
                                           return_state=return_state)
         return (o, state) if return_state else o
     if impl == "auto":
-        inputs = [q, k, v, state] + [t for t in (g, li, m) if t is not None]
-        needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in inputs)
-        impl = auto_impl(length, vector_decay=g is not None and g.shape[-1] > 1, needs_grad=needs_grad,
-                         device_type=q.device.type)
+        impl = auto_impl(length)
     if impl in ("scan", "blocked") and gated:
         raise MixerInputError(f"{op}: impl={impl!r} does not take log_input_gate; use reference, recurrent or chunk")
     if impl != "blocked" and shared_heads != heads:
@@ -288,19 +284,23 @@ def _reference(q: Tensor, k: Tensor, v: Tensor, g: Tensor | None, state: Tensor,
 def _recurrent(q: Tensor, k: Tensor, v: Tensor, g: Tensor | None, state: Tensor, li: Tensor | None = None,
                m: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
     outputs, stabilizers = [], []
-    for t in range(q.shape[2]):
-        update = k[:, :, t].unsqueeze(-1) * v[:, :, t].unsqueeze(-2)
+    # per-token views taken once (unbind/split): indexing `[:, :, t]` inside the loop would make backward add
+    # every token's gradient into its own full-size zero tensor, O(L²) work
+    g_t = g.unbind(2) if g is not None else None
+    li_t = li.split(1, dim=2) if li is not None else None
+    for t, (q_t, k_t, v_t) in enumerate(zip(q.unbind(2), k.unbind(2), v.unbind(2))):
+        update = k_t.unsqueeze(-1) * v_t.unsqueeze(-2)
         if li is None:
             if g is not None:
-                state = g[:, :, t].exp().unsqueeze(-1) * state
+                state = g_t[t].exp().unsqueeze(-1) * state
             state = state + update
         else:  # m_t = max(log a_t + m_{t-1}, log i_t)
             # S'_t = exp(log a_t + m_{t-1} - m_t) S'_{t-1} + exp(log i_t - m_t) k_t v_tᵀ
-            carried = m if g is None else m + g[:, :, t:t + 1]
-            m = torch.maximum(carried, li[:, :, t:t + 1])
-            state = (carried - m).exp() * state + (li[:, :, t:t + 1] - m).exp() * update
+            carried = m if g is None else m + g_t[t].unsqueeze(2)
+            m = torch.maximum(carried, li_t[t])
+            state = (carried - m).exp() * state + (li_t[t] - m).exp() * update
             stabilizers.append(m)
-        outputs.append((q[:, :, t].unsqueeze(-2) @ state).squeeze(-2))
+        outputs.append((q_t.unsqueeze(-2) @ state).squeeze(-2))
     m = torch.cat(stabilizers, dim=2) if li is not None else None
     return torch.stack(outputs, dim=2), state, m
 
@@ -500,9 +500,9 @@ def _chunk(q: Tensor, k: Tensor, v: Tensor, g: Tensor | None, state: Tensor, chu
         li = li.unflatten(2, (chunks, size))
         running = (li - b).cummax(dim=3).values                      # (B, H, N, C, 1)
         m_in = []
-        for n in range(chunks):
+        for b_last_n, running_n in zip(b_last.unbind(2), running[:, :, :, -1:].unbind(2)):
             m_in.append(m)
-            m = b_last[:, :, n] + torch.maximum(m, running[:, :, n, -1:])
+            m = b_last_n + torch.maximum(m, running_n)
         m_in = torch.stack(m_in, dim=2)                              # (B, H, N, 1, 1)
         stabilizer = b + torch.maximum(m_in, running)                # (B, H, N, C, 1)
         m_out = stabilizer[:, :, :, -1:]
@@ -514,11 +514,13 @@ def _chunk(q: Tensor, k: Tensor, v: Tensor, g: Tensor | None, state: Tensor, chu
     updates = (k * key_log.exp()).transpose(-1, -2) @ v              # (B, H, N, K, V)
     chunk_decay = entering_log.transpose(-1, -2).exp()               # (B, H, N, K|1, 1)
     entering = []
-    for n in range(chunks):
+    # unbound once: indexing `[:, :, n]` in the loop would give backward a full-size zero tensor per chunk
+    for decay_n, update_n in zip(chunk_decay.unbind(2), updates.unbind(2)):
         entering.append(state)
-        state = chunk_decay[:, :, n] * state + updates[:, :, n]
+        state = decay_n * state + update_n
     entering = torch.stack(entering, dim=2)                          # (B, H, N, K, V)
-    o = (q * query_log.exp()) @ entering
+    q_decayed = q * query_log.exp()
+    o = q_decayed @ entering
 
     # Intra-chunk.
     if li is not None:
@@ -528,7 +530,7 @@ def _chunk(q: Tensor, k: Tensor, v: Tensor, g: Tensor | None, state: Tensor, chu
         o = o + _intra_scalar(q, k, b, b) @ v
         m = None
     else:
-        o = o + _intra_vector(q, k, b) @ v
+        o = o + _intra_vector(q, k, b, q_decayed) @ v
         m = None
     o = o.flatten(2, 3)[:, :, :length]
     return o, state, m
@@ -543,31 +545,54 @@ def _intra_scalar(q: Tensor, k: Tensor, query_log: Tensor, key_log: Tensor) -> T
     return (q @ k.transpose(-1, -2)) * exponent.exp()
 
 
-def _intra_vector(q: Tensor, k: Tensor, b: Tensor) -> Tensor:
-    """Scores `Σ_k q_ik k_jk exp(b_ik - b_jk)` for j ≤ i inside each chunk, for a vector decay.
+def _intra_vector(q: Tensor, k: Tensor, b: Tensor, q_decayed: Tensor) -> Tensor:
+    """Scores `Σ_k q_ik k_jk exp(b_ik - b_jk)` for j ≤ i inside each chunk, for a vector decay (`b` the log-decay
+    summed from the chunk's start, ≤ 0 and falling; `q_decayed` is `q ⊙ exp(b)`).
+
+    Factored: `(q_i ⊙ exp(b_i)) · (k_j ⊙ exp(-b_j))`, one matmul per chunk and one exponential per key entry. A
+    chunk whose decay span `-b_last` (its smallest channel) exceeds `FACTORED_SPAN[dtype]` would overflow or
+    underflow `exp(-b_j)`; those chunks alone take `_intra_vector_sub_chunks`, whose every exponent is ≤ 0. Below
+    the limit every factor is a normal float, so each product keeps full relative precision.
+    """
+    size = q.shape[-2]
+    visible = torch.ones(size, size, dtype=torch.bool, device=q.device).tril()
+    span_ok = b[..., -1, :].amin(dim=-1) >= -FACTORED_SPAN[q.dtype]                  # (B, H, N)
+    k_grown = k * torch.where(span_ok[..., None, None], -b, 0.0).exp()
+    scores = (q_decayed @ k_grown.transpose(-1, -2)).masked_fill(~visible, 0.0)   # (B, H, N, C, C)
+    if bool(span_ok.all()):
+        return scores
+    leading = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], b.shape[:-2])
+    strong = (~span_ok).expand(leading).flatten().nonzero().squeeze(1)
+    rows = [t.expand(*leading, *t.shape[-2:]).flatten(0, -3).index_select(0, strong) for t in (q, k, b)]
+    exact = _intra_vector_sub_chunks(*rows)
+    return scores.flatten(0, -3).index_copy(0, strong, exact).view(scores.shape)
+
+
+def _intra_vector_sub_chunks(q: Tensor, k: Tensor, b: Tensor) -> Tensor:
+    """`_intra_vector`'s scores on `(..., C, K)` chunks with every exponent ≤ 0, for any decay.
 
     Keys in earlier sub-chunks meet each query sub-chunk through its first position r: the factors
     `exp(b_i - b_r)` and `exp(b_r - b_j)` are both ≤ 1. The diagonal sub-chunks are formed elementwise.
     """
-    size = q.shape[3]
+    size = q.shape[-2]
     sub = SUB_CHUNK if size % SUB_CHUNK == 0 else size
     parts = size // sub
     starts = torch.arange(0, size, sub, device=q.device)
     positions = torch.arange(size, device=q.device)
-    leading = b[:, :, :, starts].unsqueeze(-2)                        # (B, H, N, P, 1, K): b at each r
-    q_sub = q.unflatten(3, (parts, sub))                              # (B, H, N, P, c, K)
-    b_sub = b.unflatten(3, (parts, sub))
+    leading = b.index_select(-2, starts).unsqueeze(-2)                 # (..., P, 1, K): b at each r
+    q_sub = q.unflatten(-2, (parts, sub))                              # (..., P, c, K)
+    b_sub = b.unflatten(-2, (parts, sub))
     q_scaled = q_sub * (b_sub - leading).exp()
-    earlier = (positions[None, :] < starts[:, None])[:, :, None]      # (P, C, 1): key j before sub-chunk p
-    key_exponent = (leading - b.unsqueeze(3)).masked_fill(~earlier, float("-inf"))
-    k_scaled = k.unsqueeze(3) * key_exponent.exp()                    # (B, H, N, P, C, K)
-    scores = q_scaled @ k_scaled.transpose(-1, -2)                    # (B, H, N, P, c, C)
+    earlier = (positions[None, :] < starts[:, None])[:, :, None]       # (P, C, 1): key j before sub-chunk p
+    key_exponent = (leading - b.unsqueeze(-3)).masked_fill(~earlier, float("-inf"))
+    k_scaled = k.unsqueeze(-3) * key_exponent.exp()                    # (..., P, C, K)
+    scores = q_scaled @ k_scaled.transpose(-1, -2)                     # (..., P, c, C)
 
     visible = torch.ones(sub, sub, dtype=torch.bool, device=q.device).tril()[:, :, None]
     exponent = (b_sub.unsqueeze(-2) - b_sub.unsqueeze(-3)).masked_fill(~visible, float("-inf"))
-    k_sub = k.unflatten(3, (parts, sub))
-    diagonal = (q_sub.unsqueeze(-2) * k_sub.unsqueeze(-3) * exponent.exp()).sum(-1)   # (B, H, N, P, c, c)
-    scores = scores.unflatten(-1, (parts, sub))                       # (B, H, N, P, c, P, c)
+    k_sub = k.unflatten(-2, (parts, sub))
+    diagonal = (q_sub.unsqueeze(-2) * k_sub.unsqueeze(-3) * exponent.exp()).sum(-1)   # (..., P, c, c)
+    scores = scores.unflatten(-1, (parts, sub))                        # (..., P, c, P, c)
     eye = torch.eye(parts, dtype=torch.bool, device=q.device)[:, None, :, None]
     scores = torch.where(eye, diagonal.unsqueeze(-2), scores)
-    return scores.flatten(-2).flatten(3, 4)                           # (B, H, N, C, C)
+    return scores.flatten(-2).flatten(-3, -2)                          # (..., C, C)

@@ -138,18 +138,20 @@ def _recurrent(q: Tensor, k: Tensor, v: Tensor, lam: Tensor, g: Tensor, state: T
     num_levels = lam.shape[-1]
     top = num_levels - 1
     outputs = []
-    for i in range(q.shape[2]):
+    # per-token views taken once (indexing `[:, :, i]` in the loop would make backward O(L²))
+    q, k, v, lam, g = (x.unbind(2) for x in (q, k, v, lam, g))
+    for i in range(len(q)):
         t = start + i
         # the Fenwick increment t-1 -> t carries levels 0..j into level j + 1 (clamped; all of them into t = 0)
         target = top if t == 0 else min((t & -t).bit_length(), top)
         if target > 0:
             merged = state[:, :, :target + 1].sum(2, keepdim=True)
             state = torch.cat([torch.zeros_like(state[:, :, :target]), merged, state[:, :, target + 1:]], dim=2)
-        state = g[:, :, i].exp()[..., None, None, None] * state
-        token = (k[:, :, i].unsqueeze(-1) * v[:, :, i].unsqueeze(-2)).unsqueeze(2)
+        state = g[i].exp()[..., None, None, None] * state
+        token = (k[i].unsqueeze(-1) * v[i].unsqueeze(-2)).unsqueeze(2)
         state = torch.cat([state[:, :, :1] + token, state[:, :, 1:]], dim=2)
-        read = torch.einsum("bhk,bhlkv->bhlv", q[:, :, i], state)
-        outputs.append((lam[:, :, i].unsqueeze(-1) * read).sum(2))
+        read = torch.einsum("bhk,bhlkv->bhlv", q[i], state)
+        outputs.append((lam[i].unsqueeze(-1) * read).sum(2))
     return torch.stack(outputs, dim=2), state
 
 
@@ -226,6 +228,7 @@ def _chunk(q: Tensor, k: Tensor, v: Tensor, lam: Tensor, g: Tensor, state: Tenso
         for level_c in range(1, top_c + 1):
             z[:, :, level_c] = state[:, :, bits + level_c:].sum(2) if level_c == top_c else state[:, :, bits + level_c]
     entering = []
+    transitions, chunk_updates = transition.unbind(2), updates.unbind(2)  # once: `[:, :, n]` makes backward O(N²)
     for n in range(chunks):
         chunk_index = first + n
         target = top_c if chunk_index == 0 else min((chunk_index & -chunk_index).bit_length(), top_c)
@@ -233,10 +236,10 @@ def _chunk(q: Tensor, k: Tensor, v: Tensor, lam: Tensor, g: Tensor, state: Tenso
                        z[:, :, target + 1:]], dim=2)
         entering.append(z)
         if transition.shape[-2:] == (1, 1):                                # a scalar decay (or K = 1)
-            z = transition[:, :, n].unsqueeze(2) * z
+            z = transitions[n].unsqueeze(2) * z
         else:
-            z = torch.einsum("bhij,bhljv->bhliv", transition[:, :, n], z)
-        z = torch.cat([z[:, :, :1] + updates[:, :, n].unsqueeze(2), z[:, :, 1:]], dim=2)
+            z = torch.einsum("bhij,bhljv->bhliv", transitions[n], z)
+        z = torch.cat([z[:, :, :1] + chunk_updates[n].unsqueeze(2), z[:, :, 1:]], dim=2)
     entering = torch.stack(entering, dim=2)[:, :, :, 1:]                  # (B, H, N, top_c, K, V)
     token_level = torch.clamp(torch.arange(1, top_c + 1, device=q.device) + bits, max=top)
     read = torch.einsum("bhnck,bhnlkv->bhnclv", queries, entering)
@@ -335,18 +338,19 @@ def _delta_recurrent(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, lam: Tensor,
                      start: int) -> tuple[Tensor, Tensor]:
     top = lam.shape[-1] - 1
     outputs = []
-    for i in range(q.shape[2]):
+    q, k, v, beta, lam, g = (x.unbind(2) for x in (q, k, v, beta, lam, g))  # once: `[:, :, i]` makes backward O(L²)
+    for i in range(len(q)):
         t = start + i
         target = top if t == 0 else min((t & -t).bit_length(), top)          # the Fenwick carry, as above
         if target > 0:
             merged = state[:, :, :target + 1].sum(2, keepdim=True)
             state = torch.cat([torch.zeros_like(state[:, :, :target]), merged, state[:, :, target + 1:]], dim=2)
-        k_t = k[:, :, i, None, :, None]                                        # (B, H, 1, K, 1)
-        b_t = beta[:, :, i, None, None, None]
+        k_t = k[i][:, :, None, :, None]                                        # (B, H, 1, K, 1)
+        b_t = beta[i][:, :, None, None, None]
         # every level: S ← a_t (I - β_t k_t k_tᵀ) S
-        state = g[:, :, i].exp()[..., None, None, None] * (state - b_t * k_t * (k_t.transpose(-1, -2) @ state))
-        token = (b_t * k_t * v[:, :, i, None, None, :])                        # (B, H, 1, K, V)
+        state = g[i].exp()[..., None, None, None] * (state - b_t * k_t * (k_t.transpose(-1, -2) @ state))
+        token = (b_t * k_t * v[i][:, :, None, None, :])                        # (B, H, 1, K, V)
         state = torch.cat([state[:, :, :1] + token, state[:, :, 1:]], dim=2)
-        read = torch.einsum("bhk,bhlkv->bhlv", q[:, :, i], state)
-        outputs.append((lam[:, :, i].unsqueeze(-1) * read).sum(2))
+        read = torch.einsum("bhk,bhlkv->bhlv", q[i], state)
+        outputs.append((lam[i].unsqueeze(-1) * read).sum(2))
     return torch.stack(outputs, dim=2), state
