@@ -169,40 +169,42 @@ def _chunk(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, g: Tensor | None, stat
     length = q.shape[2]
     size = min(chunk_size, length)
     pad = -length % size
-    if g is None:
-        g = q.new_zeros(1, 1, length)
-    g = g.expand_as(beta)
     if pad:  # zero β and zero log-decay make a padded token the identity transition with no write
         q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
-        beta, g = F.pad(beta, (0, pad)), F.pad(g, (0, pad))
+        beta = F.pad(beta, (0, pad))
+        g = None if g is None else F.pad(g.expand(*beta.shape[:2], length), (0, pad))
     chunks = (length + pad) // size
     q, k, v = (t.unflatten(2, (chunks, size)) for t in (q, k, v))     # (B, H, N, C, *)
     beta = beta.unflatten(2, (chunks, size)).unsqueeze(-1)             # (B, H, N, C, 1)
-    b = g.unflatten(2, (chunks, size)).cumsum(dim=3).unsqueeze(-1)     # log-decay from chunk start, ≤ 0
-    b_last = b[:, :, :, -1:]
-
-    visible = torch.ones(size, size, dtype=torch.bool, device=q.device).tril()
-    strictly = visible.tril(-1)
-    exponent = (b - b.transpose(-1, -2)).masked_fill(~visible, float("-inf"))
-    relative = exponent.exp()                                           # exp(b_t - b_j), j ≤ t
-    gram = k @ k.transpose(-1, -2)
-    system = torch.eye(size, dtype=q.dtype, device=q.device) + beta * gram * relative * strictly
+    if g is None:  # no decay: every factor below is 1, and the masks are the triangles themselves
+        q_from_start, k_from_start, k_to_end, chunk_decay = q, k, k.transpose(-1, -2), None
+        gram, scores = (k @ k.transpose(-1, -2)), (q @ k.transpose(-1, -2)).tril()
+    else:
+        b = g.unflatten(2, (chunks, size)).cumsum(dim=3).unsqueeze(-1)  # log-decay from chunk start, ≤ 0
+        b_last = b[:, :, :, -1:]
+        visible = torch.ones(size, size, dtype=torch.bool, device=q.device).tril()
+        relative = (b - b.transpose(-1, -2)).masked_fill(~visible, float("-inf")).exp()  # exp(b_t - b_j), j ≤ t
+        from_start = b.exp()
+        q_from_start, k_from_start = q * from_start, k * from_start
+        k_to_end = (k * (b_last - b).exp()).transpose(-1, -2)           # (B, H, N, K, C)
+        chunk_decay = b_last.exp()                                      # (B, H, N, 1, 1)
+        gram = (k @ k.transpose(-1, -2)) * relative
+        scores = (q @ k.transpose(-1, -2)) * relative                   # causal, decayed, diagonal included
+    system = (beta * gram).tril(-1) + torch.eye(size, dtype=q.dtype, device=q.device)
     # U = W_v - W_k S_0 for every chunk at once: one triangular solve for both right-hand sides.
     value_dim = v.shape[-1]
-    w_v, w_k = torch.linalg.solve_triangular(system, torch.cat([beta * v, beta * b.exp() * k], dim=-1),
+    w_v, w_k = torch.linalg.solve_triangular(system, beta * torch.cat([v, k_from_start], dim=-1),
                                              upper=False, unitriangular=True).split([value_dim, k.shape[-1]], -1)
-    k_to_end = (k * (b_last - b).exp()).transpose(-1, -2)               # (B, H, N, K, C)
-    chunk_decay = b_last.exp()                                          # (B, H, N, 1, 1)
 
     # Only the state passing is sequential (two small matmuls per chunk); the outputs are batched after it.
     entering, updates = [], []
     # unbound once: indexing `[:, :, n]` in the loop would give backward a full-size zero tensor per chunk
-    for w_v_n, w_k_n, decay_n, k_to_end_n in zip(*(t.unbind(2) for t in (w_v, w_k, chunk_decay, k_to_end))):
+    decays = (None,) * chunks if chunk_decay is None else chunk_decay.unbind(2)
+    for w_v_n, w_k_n, decay_n, k_to_end_n in zip(w_v.unbind(2), w_k.unbind(2), decays, k_to_end.unbind(2)):
         entering.append(state)
         updates.append(w_v_n - w_k_n @ state)
-        state = decay_n * state + k_to_end_n @ updates[-1]
+        state = (state if decay_n is None else decay_n * state) + k_to_end_n @ updates[-1]
     entering, u = torch.stack(entering, dim=2), torch.stack(updates, dim=2)    # (B, H, N, K, V), (B, H, N, C, V)
-    scores = (q @ k.transpose(-1, -2)) * relative                       # causal, decayed, diagonal included
-    o = (q * b.exp()) @ entering + scores @ u
+    o = q_from_start @ entering + scores @ u
     o = o.flatten(2, 3)[:, :, :length]
     return o, state
