@@ -80,6 +80,8 @@ def test_crossover_bench_runs_and_reads_its_rows():
 
     rows = measure(sizes=(8,), kernels=(3, 5), channels=2, repeats=1)
     assert [(r["size"], r["kernel"]) for r in rows] == [(8, 3), (8, 5)]
+    tuned = measure(sizes=(8,), kernels=(3,), channels=2, repeats=1, autotune=True)  # auto: the autotuner's pick
+    assert tuned[0]["auto"] in ("direct", "fft") and tuned[0]["auto_ratio"] >= 1.0
     for r in rows:  # the ratio is the picked form's time over the faster one's: 1 when auto picked the faster
         assert r["auto"] in ("direct", "fft")
         assert r["auto_ratio"] == r[r["auto"]] / min(r["direct"], r["fft"]) >= 1.0
@@ -96,3 +98,55 @@ def test_auto_rule_follows_the_measured_crossovers():
     assert not prefers_fft((128, 128), (23, 23)) and prefers_fft((256, 256), (23, 23))
     assert prefers_fft((64, 64), (31, 31)) and prefers_fft((256, 256), (51, 51))
     assert prefers_fft((4096,), (4096,)) and not prefers_fft((4096,), (3,))    # the same rule in 1D
+
+
+def test_autotune_times_both_forms_and_keeps_the_faster(monkeypatch):
+    import time
+
+    from tokenmix.ops import conv_autotune
+
+    calls = {"slow": 0, "fast": 0}
+
+    def slow():
+        calls["slow"] += 1
+        time.sleep(0.004)
+
+    def fast():
+        calls["fast"] += 1
+
+    conv_autotune.forget()
+    assert conv_autotune.choose(("key",), {"slow": slow, "fast": fast}, torch.device("cpu")) == "fast"
+    assert calls == {"slow": 1 + conv_autotune.ROUNDS, "fast": 1 + conv_autotune.ROUNDS}  # warm-up, then rounds
+    assert conv_autotune.choose(("key",), {"slow": slow, "fast": fast}, torch.device("cpu")) == "fast"
+    assert calls["slow"] == 1 + conv_autotune.ROUNDS                                      # remembered: not timed again
+    conv_autotune.forget()
+
+
+def test_auto_with_autotuning_runs_the_measured_form(monkeypatch):
+    from tokenmix.ops import conv_autotune
+    from tokenmix.ops.conv import conv
+
+    x, w = torch.randn(1, 3, 9, 7), torch.randn(3, 1, 5, 5)
+    conv_autotune.forget()
+    for measured in ("direct", "fft"):  # the measurement's verdict, whichever form it is, is the one that runs
+        monkeypatch.setattr(conv_autotune, "_fastest", lambda forms, device, measured=measured: measured)
+        conv_autotune.forget()
+        with conv_autotune.on():
+            got = conv(x, w, groups=3, impl="auto")
+        assert conv_autotune.choices() == {conv_autotune.problem_key(x, w, 3, 1): measured}
+        assert torch.equal(got, conv(x, w, groups=3, impl=measured))
+    assert not conv_autotune.enabled()  # `on()` restores the setting it found
+    conv_autotune.forget()
+    conv(x, w, groups=3, impl="auto")     # off: the cost model decides and nothing is measured or remembered
+    assert conv_autotune.choices() == {}
+
+
+def test_autotune_follows_the_environment(monkeypatch):
+    from tokenmix.ops import conv_autotune
+
+    monkeypatch.setattr(conv_autotune, "_enabled", None)
+    monkeypatch.setenv("TOKENMIX_CONV_AUTOTUNE", "1")
+    assert conv_autotune.enabled()
+    monkeypatch.setattr(conv_autotune, "_enabled", None)
+    monkeypatch.setenv("TOKENMIX_CONV_AUTOTUNE", "0")
+    assert not conv_autotune.enabled()

@@ -1,13 +1,14 @@
 """Where the FFT overtakes direct convolution: depthwise 'same' conv timed over kernel sizes and resolutions.
 
-    python -m tokenmix.bench.conv_crossover [--threads 1] [--channels 32] [--repeats 3]
+    python -m tokenmix.bench.conv_crossover [--threads 1] [--channels 32] [--repeats 3] [--autotune]
 
 prints direct and FFT times (best of `repeats`, float32) per resolution and kernel size, the form `impl="auto"` picks
 there (`tokenmix.ops.conv.prefers_fft`) and its time over the faster form's, then the crossover (the smallest kernel
 size from which the FFT is faster at every resolution measured) and the worst `auto` ratio over the grid (issue 7
 asks for ≤ 1.1). `tokenmix.ops.conv.FFT_COST_RATIO` (the `auto` rule's cost model) is fitted to this measurement
 on the development machine. The two forms of a point are timed alternately, `repeats` times each, so load that
-comes and goes hits both alike.
+comes and goes hits both alike. With `--autotune` the `auto` column is the form `tokenmix.ops.conv_autotune`
+measures faster for the point (its own timings, taken before and apart from the table's), instead of the cost model's.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Sequence
 
 import torch
 
+from tokenmix.ops import conv_autotune
 from tokenmix.ops.conv import conv, prefers_fft
 
 KERNELS = (3, 7, 11, 15, 19, 23, 31, 41, 51)
@@ -35,13 +37,20 @@ def _best_time(call, repeats: int) -> float:
 
 
 def measure(sizes: Sequence[int] = SIZES, kernels: Sequence[int] = KERNELS, channels: int = 32,
-            repeats: int = 3, device: str = "cpu") -> list[dict]:
-    """One row per (size, kernel): seconds for `direct` and `fft` on a (1, channels, size, size) input."""
+            repeats: int = 3, device: str = "cpu", autotune: bool = False) -> list[dict]:
+    """One row per (size, kernel): seconds for `direct` and `fft` on a (1, channels, size, size) input, and the
+    form `auto` takes there (the cost model's, or with `autotune` the autotuner's)."""
     rows = []
     for size in sizes:
         x = torch.randn(1, channels, size, size, device=device)
         for k in kernels:
             w = torch.randn(channels, 1, k, k, device=device)
+            if autotune:
+                with conv_autotune.on():
+                    conv(x, w, groups=channels, impl="auto")
+                auto = conv_autotune.choices()[conv_autotune.problem_key(x, w, channels, 1)]
+            else:
+                auto = "fft" if prefers_fft((size, size), (k, k)) else "direct"
             times = {"direct": float("inf"), "fft": float("inf")}
             for _ in range(repeats):
                 for impl in times:
@@ -50,7 +59,6 @@ def measure(sizes: Sequence[int] = SIZES, kernels: Sequence[int] = KERNELS, chan
                         if device != "cpu":
                             torch.cuda.synchronize()
                     times[impl] = min(times[impl], _best_time(call, 1))
-            auto = "fft" if prefers_fft((size, size), (k, k)) else "direct"
             rows.append({"size": size, "kernel": k, **times, "auto": auto,
                          "auto_ratio": times[auto] / min(times.values())})
     return rows
@@ -71,9 +79,10 @@ def main() -> None:
     parser.add_argument("--channels", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--autotune", action="store_true", help="auto = the autotuner's measured choice")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    rows = measure(channels=args.channels, repeats=args.repeats, device=args.device)
+    rows = measure(channels=args.channels, repeats=args.repeats, device=args.device, autotune=args.autotune)
     print(f"{'size':>5} {'kernel':>6} {'direct ms':>10} {'fft ms':>8} {'auto':>6} {'auto/best':>9}")
     for r in rows:
         print(f"{r['size']:>5} {r['kernel']:>6} {1e3 * r['direct']:>10.2f} {1e3 * r['fft']:>8.2f} {r['auto']:>6} "

@@ -14,7 +14,8 @@ Forms (`impl`):
 * `fft`: the linear convolution by real FFTs of size ≥ n + d·(k - 1) per axis (no wrap-around), cropped to
   the 'same' window; cost independent of the kernel size, so it wins for large kernels;
 * `auto`: `fft` where a cost model fitted to measured times says it is faster (`prefers_fft`: large kernels,
-  the more so at high resolution), else `direct`.
+  the more so at high resolution), else `direct`; with autotuning on (`tokenmix.ops.conv_autotune`), the form
+  measured faster on this device for this very problem, timed on its first call and remembered.
 
 Inputs in bf16/fp16 are computed in float32 and returned in their own dtype.
 """
@@ -29,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from tokenmix.errors import MixerInputError
+from tokenmix.ops import conv_autotune
 from tokenmix.ops._checks import check_impl, compute_dtype
 from tokenmix.ops.fftconv import fast_size
 
@@ -57,17 +59,28 @@ def conv(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, groups: int =
     x, weight = x.to(dtype), weight.to(dtype)
     bias = None if bias is None else bias.to(dtype)
     if impl == "auto":
-        impl = "fft" if prefers_fft(x.shape[2:], weight.shape[2:], dilation) else "direct"
+        impl = _auto(x, weight, groups, dilation)
     if impl == "reference":
         y = _reference(x, weight, groups, dilation)
     elif impl == "direct":
-        y = _CONVOLUTIONS[x.ndim - 2](_pad_same(x, weight.shape[2:], dilation), weight, None,
-                                      dilation=dilation, groups=groups)
+        y = _direct(x, weight, groups, dilation)
     else:
         y = _fft(x, weight, groups, dilation)
     if bias is not None:
         y = y + bias.view(-1, *([1] * (x.ndim - 2)))
     return y.to(out_dtype)
+
+
+def _auto(x: Tensor, weight: Tensor, groups: int, dilation: int) -> str:
+    if conv_autotune.enabled():
+        forms = {"direct": lambda: _direct(x, weight, groups, dilation), "fft": lambda: _fft(x, weight, groups, dilation)}
+        return conv_autotune.choose(conv_autotune.problem_key(x, weight, groups, dilation), forms, x.device)
+    return "fft" if prefers_fft(x.shape[2:], weight.shape[2:], dilation) else "direct"
+
+
+def _direct(x: Tensor, weight: Tensor, groups: int, dilation: int) -> Tensor:
+    return _CONVOLUTIONS[x.ndim - 2](_pad_same(x, weight.shape[2:], dilation), weight, None,
+                                     dilation=dilation, groups=groups)
 
 
 def prefers_fft(spatial, kernel, dilation: int = 1) -> bool:
