@@ -31,6 +31,7 @@ from torch import Tensor
 from tokenmix.errors import MixerInputError
 from tokenmix.tasks import register_task
 from tokenmix.tasks.base import Split, SplitName, Task
+from tokenmix.tasks import progress
 from tokenmix.tasks.generated import cache_path_for, load_or_generate
 
 FORMAT_VERSION = 1  # bump when the generator or the file layout changes
@@ -146,8 +147,11 @@ class Burgers(Task):
         for split, count in (("train", self.num_train_examples), ("test", self.num_test_examples)):
             generator = torch.Generator().manual_seed(_seed_for(self.seed, split))
             u0 = sample_initial_conditions(count, self.solver_resolution, generator)
-            solutions = [solve_burgers(chunk.to(device), viscosity=self.viscosity, final_time=self.final_time,
-                                       time_step=self.time_step).cpu() for chunk in u0.split(batch_size)]
+            solutions = progress.solved(
+                f"burgers {split} data at {self.solver_resolution} points", u0.split(batch_size),
+                lambda chunk: solve_burgers(chunk.to(device), viscosity=self.viscosity, final_time=self.final_time,
+                                            time_step=self.time_step).cpu(),
+                total=count, count=len)
             tensors[f"{split}_inputs"] = u0.float()
             tensors[f"{split}_targets"] = torch.cat(solutions).float()
         return tensors

@@ -39,6 +39,7 @@ from tokenmix.errors import MixerInputError
 from tokenmix.tasks import register_task
 from tokenmix.tasks.base import Split, SplitName, Task
 from tokenmix.tasks.burgers import relative_l2
+from tokenmix.tasks import progress
 from tokenmix.tasks.generated import cache_path_for, load_or_generate
 from tokenmix.tasks.mat_files import read_mat_arrays
 
@@ -191,7 +192,8 @@ class Darcy(Task):
             z = sample_gaussian_field(count, self.solver_resolution, generator, tau=self.tau, alpha=self.alpha,
                                       constant_mode=self.constant_mode)
             a = threshold(z, high=self.high, low=self.low)
-            u = np.stack([solve_darcy(sample.numpy(), self.forcing) for sample in a])
+            u = np.stack(progress.solved(f"darcy {split} data at {self.solver_resolution}²", a,
+                                         lambda sample: solve_darcy(sample.numpy(), self.forcing), total=count))
             tensors[f"{split}_inputs"] = a.float()
             tensors[f"{split}_targets"] = torch.from_numpy(u).float()
         return tensors

@@ -38,6 +38,7 @@ from tokenmix.errors import MixerInputError
 from tokenmix.tasks import register_task
 from tokenmix.tasks.base import Split, SplitName, Task
 from tokenmix.tasks.burgers import relative_l2
+from tokenmix.tasks import progress
 from tokenmix.tasks.generated import cache_path_for, load_or_generate
 from tokenmix.tasks.mat_files import read_mat_arrays
 
@@ -194,10 +195,12 @@ class NavierStokes(Task):
         for split, count in (("train", self.num_train_examples), ("test", self.num_test_examples)):
             generator = torch.Generator().manual_seed(_seed_for(self.seed, split))
             w0 = sample_vorticity(count, self.solver_resolution, generator, sigma=self.initial_scale)
-            trajectories = [solve_navier_stokes(chunk.to(device), forcing, viscosity=self.viscosity,
-                                                final_time=self.time_unit * self.record_steps,
-                                                record_steps=self.record_steps, time_step=self.time_step).cpu()
-                            for chunk in w0.split(batch_size)]
+            trajectories = progress.solved(
+                f"navier_stokes {split} data at {self.solver_resolution}²", w0.split(batch_size),
+                lambda chunk: solve_navier_stokes(chunk.to(device), forcing, viscosity=self.viscosity,
+                                                  final_time=self.time_unit * self.record_steps,
+                                                  record_steps=self.record_steps, time_step=self.time_step).cpu(),
+                total=count, count=len)
             tensors[f"{split}_initial"] = w0.float()
             tensors[f"{split}_vorticity"] = torch.cat(trajectories).float()
         return tensors
