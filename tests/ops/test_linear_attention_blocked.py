@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from tokenmix import MixerInputError
-from tokenmix.ops import linear_attention as module
+from tokenmix.ops import linear_attention_scan as module
 from tokenmix.ops.linear_attention import linear_attention
 
 B, SHARED, REPEAT, K, V = 2, 2, 3, 5, 2
@@ -154,7 +154,7 @@ def test_saves_only_block_boundary_states_for_backward():
     q, k, v, step, rate, state = leaves(length, "factored", shared=1, value_dim=1)
     o = linear_attention(q, k, v, (step, rate), initial_state=state, impl="blocked", chunk_size=block_size)
     node = o.grad_fn
-    while type(node).__name__ != "_BlockedScanBackward":
+    while type(node).__name__ != "BlockedScanBackward":
         node = node.next_functions[0][0]
     saved = [t for t in node.saved_tensors if t is not None]
     inputs = sum(t.numel() for t in (q, k, v, step, rate))
@@ -181,7 +181,7 @@ def test_auto_takes_blocked_for_a_factored_decay():
     q, k, v, step, rate, state = tensors
     o = linear_attention(q, k, v, (step, rate), initial_state=state)
     node = o.grad_fn
-    while node is not None and type(node).__name__ != "_BlockedScanBackward":
+    while node is not None and type(node).__name__ != "BlockedScanBackward":
         node = node.next_functions[0][0] if node.next_functions else None
     assert node is not None
     torch.testing.assert_close(o, call(tensors, "factored", "reference")[0], rtol=1e-10, atol=1e-10)
