@@ -9,7 +9,8 @@ from rich.console import Console
 
 import tokenmix.bench.speed as speed_module
 from tokenmix.bench.machine import MachineLimits
-from tokenmix.bench.speed import (PointFailed, SpeedSettings, build_call, parse_count, parse_lengths, plan, sweep)
+from tokenmix.bench.speed import PointFailed, SpeedSettings, parse_count, parse_lengths, plan, sweep
+from tokenmix.bench.speed_point import build_call
 from tokenmix.bench.speed_report import load_series, terminal_report, write_speed_report
 from tokenmix.bench.store import ResultsStore
 from tokenmix.errors import MixerInputError
@@ -256,11 +257,13 @@ def test_the_speed_command_and_report_speed(tmp_path):
 
 
 def test_a_busy_machine_is_reported(monkeypatch):
-    monkeypatch.setattr(speed_module.os, "cpu_count", lambda: 2)
-    monkeypatch.setattr(speed_module.os, "getloadavg", lambda: (2.0, 2.0, 2.0))
-    assert "busy: load average 2.0 on 2 CPUs" in speed_module.machine_is_busy(2)
-    monkeypatch.setattr(speed_module.os, "getloadavg", lambda: (0.1, 0.1, 0.1))
-    assert speed_module.machine_is_busy(2) is None
+    from tokenmix.bench import speed_point
+
+    monkeypatch.setattr(speed_point.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(speed_point.os, "getloadavg", lambda: (2.0, 2.0, 2.0))
+    assert "busy: load average 2.0 on 2 CPUs" in speed_point.machine_is_busy(2)
+    monkeypatch.setattr(speed_point.os, "getloadavg", lambda: (0.1, 0.1, 0.1))
+    assert speed_point.machine_is_busy(2) is None
 
 
 def test_flop_counts():

@@ -39,7 +39,7 @@ from torch.utils import benchmark
 
 import tokenmix
 from tokenmix.bench.machine import count_flops, measure_machine
-from tokenmix.bench.speed import load_average
+from tokenmix.bench.speed_point import load_average
 from tokenmix.ops.attention import softmax_attention
 from tokenmix.ops.delta_rule import delta_rule
 from tokenmix.ops.feature_maps import elu_plus_one
