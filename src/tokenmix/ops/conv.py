@@ -73,7 +73,8 @@ def conv(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, groups: int =
 
 def _auto(x: Tensor, weight: Tensor, groups: int, dilation: int) -> str:
     if conv_autotune.enabled():
-        forms = {"direct": lambda: _direct(x, weight, groups, dilation), "fft": lambda: _fft(x, weight, groups, dilation)}
+        forms = {"direct": lambda: _direct(x, weight, groups, dilation),
+                 "fft": lambda: _fft(x, weight, groups, dilation)}
         return conv_autotune.choose(conv_autotune.problem_key(x, weight, groups, dilation), forms, x.device)
     return "fft" if prefers_fft(x.shape[2:], weight.shape[2:], dilation) else "direct"
 

@@ -61,9 +61,9 @@ Two input forms exist for the selective scan (Mamba, arXiv:2312.00752; VMamba's 
 `impl="auto"` with a factored decay is `blocked` (the selective scan: docs/performance.md, "Selective scan: the
 blocked form"). Otherwise (`auto_impl`): `recurrent` for L ≤ 2 and `chunk` beyond, for every decay and with or
 without a gradient (the factored vector-decay chunk is 3-9× faster than the token loop forward-only from L = 8 on
-CPU, docs/performance.md; on CUDA a token loop is one kernel launch per token). On CUDA with flash-linear-attention installed, a bf16/fp16 call without a normalizer,
-input gate, factored decay or shared heads runs on its `chunk_simple_gla` (no decay, scalar decays) or `chunk_gla`
-(vector decay) kernel instead (`tokenmix.ops.flash_linear_attention`, which states the mapping and when it applies).
+CPU, docs/performance.md; on CUDA a token loop is one kernel launch per token). On CUDA with flash-linear-attention
+installed, a bf16/fp16 call without a normalizer, input gate, factored decay or shared heads runs on its
+`chunk_simple_gla` (no decay, scalar decays) or `chunk_gla` (vector decay) kernel instead (`tokenmix.ops.flash_linear_attention`, which states the mapping and when it applies).
 """
 
 from __future__ import annotations
