@@ -276,6 +276,11 @@ def test_flop_counts():
     sdpa = torch.nn.functional.scaled_dot_product_attention
     assert count_flops(lambda: sdpa(q, k, v)) == full
     assert count_flops(lambda: sdpa(q, k, v, is_causal=True)) == full * 33 // 64  # the lower triangle
+    # a triangular solve (the delta rule's chunks): n(n - 1)/2 multiply-adds per right-hand side, either side
+    triangle, right = torch.eye(5) + torch.randn(3, 5, 5).tril(-1), torch.randn(3, 5, 7)
+    solve = torch.linalg.solve_triangular
+    assert count_flops(lambda: solve(triangle, right, upper=False)) == 3 * 5 * 4 * 7
+    assert count_flops(lambda: solve(triangle.mT, right.mT, upper=True, left=False)) == 3 * 5 * 4 * 7
 
 
 def test_machine_limits_are_measured():

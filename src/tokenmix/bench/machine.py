@@ -12,6 +12,8 @@ why the bandwidth is reported beside it.
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -95,7 +97,8 @@ class _FlopCounter(TorchDispatchMode):
         super().__init__()
         from torch.utils.flop_counter import flop_registry, shape_wrapper
 
-        self.formulas = {**flop_registry, **{op: shape_wrapper(f) for op, f in _attention_formulas().items()}}
+        ours = {**_attention_formulas(), torch.ops.aten.linalg_solve_triangular: _triangular_solve_flops}
+        self.formulas = {**flop_registry, **{op: shape_wrapper(f) for op, f in ours.items()}}
         self.total = 0
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
@@ -105,6 +108,18 @@ class _FlopCounter(TorchDispatchMode):
         if formula is not None:
             self.total += int(formula(*args, **kwargs, out_val=out))
         return out
+
+
+def _triangular_solve_flops(a_shape: Any, b_shape: Any, *args: Any, left: bool = True, out_shape: Any = None,
+                            **kwargs: Any) -> int:
+    """`linalg_solve_triangular` (trsm, a BLAS-3 op like matmul): n(n − 1)/2 multiply-adds per right-hand side by
+    substitution with an n × n triangle (the delta rule's chunk form solves one per chunk); PyTorch has no formula."""
+    if len(args) >= 2:  # positional (upper, left)
+        left = args[1]
+    n = a_shape[-1]
+    right_hand_sides = b_shape[-1] if left else b_shape[-2]
+    batch = math.prod(torch.broadcast_shapes(tuple(a_shape[:-2]), tuple(b_shape[:-2])))
+    return batch * n * (n - 1) * right_hand_sides
 
 
 _ATTENTION_KERNELS = ("_scaled_dot_product_flash_attention", "_scaled_dot_product_efficient_attention",
