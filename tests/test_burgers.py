@@ -44,12 +44,27 @@ def test_cole_hopf_solution(final_time):
 def test_initial_conditions_have_the_papers_covariance():
     # Var u0(x) = Σ_k λ_k over the Hermitian spectrum = λ_0 + 2 Σ_{k≥1} 625 ((2πk)² + 25)^−2.
     n = 64
-    u0 = sample_initial_conditions(4000, n, torch.Generator().manual_seed(0))
+    u0 = sample_initial_conditions(4000, n, torch.Generator().manual_seed(0), random_mean=True)
     k = torch.arange(1, n // 2, dtype=torch.float64)
     variance = 1.0 + 2 * (625 * ((2 * math.pi * k) ** 2 + 25) ** -2).sum()
     assert abs(u0.var(dim=0).mean() - variance) < 0.05 * variance
     # the mean mode has variance 625 / 25² = 1
     assert abs(u0.mean(dim=1).var() - 1.0) < 0.1
+
+
+def test_initial_conditions_have_zero_mean_by_default():
+    # The paper's generator (GRF1 with m = 0) leaves the constant mode out; the other modes keep their variances.
+    n = 64
+    u0 = sample_initial_conditions(4000, n, torch.Generator().manual_seed(0))
+    assert u0.mean(dim=1).abs().max() < 1e-12
+    k = torch.arange(1, n // 2, dtype=torch.float64)
+    variance = 2 * (625 * ((2 * math.pi * k) ** 2 + 25) ** -2).sum()
+    assert abs(u0.var(dim=0).mean() - variance) < 0.05 * variance
+
+
+def test_burgers_task_checks_random_mean():
+    with pytest.raises(MixerInputError, match="random_mean"):
+        create_task("burgers", random_mean="yes")
 
 
 def test_time_step_converged():

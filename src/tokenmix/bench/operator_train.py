@@ -105,6 +105,7 @@ def train_operator(*, task: str = "burgers", mixer: str = "fno", resolution: int
     settings = {key: value for key, value in locals().items()
                 if key not in ("start", "data", "checkpoint_every", "resume", "checkpoint_dir", "progress_every",
                                "label")}
+    settings["data"] = data.cache_path.name  # the data's generator version and parameters: new data, new run
     path = operator_checkpoint_path(settings, None if checkpoint_dir is None else Path(checkpoint_dir))
     if resume and (finished := read_finished_result(path)) is not None:
         return {**finished, "read_back_from": str(path)}

@@ -9,8 +9,13 @@ solved on 8192 points and subsampled (2^13 / s) to the training resolution s.
 
 Sampling: −Δ has eigenfunctions 1, √2 cos(2πkx), √2 sin(2πkx) with eigenvalues (2πk)², so the Karhunen–Loève
 expansion u0 = √λ_0 ξ_0 + Σ_{k≥1} √(2 λ_k) (ξ_k cos 2πkx + η_k sin 2πkx), λ_k = 625 ((2πk)² + 25)^−2, with
-independent standard normals ξ, η, draws exactly from μ (truncated at the grid's Nyquist frequency; the k = 0 mode
-has variance 1, as the covariance says).
+independent standard normals ξ, η, draws from μ truncated at the grid's Nyquist frequency.
+
+The constant mode: μ gives it variance λ_0 = 1, but the generator behind the paper's public files (GRF1 called with
+m = 0) sets it to 0, and so do we by default (`random_mean=False`). It matters: the mean is conserved and every other
+mode decays by at least e^{−ν(2π)²} ≈ 0.02 by t = 1, so with a random mean u(·, 1) is 99.99% its mean (measured over
+1000 draws); a model that outputs the input's mean scores ~1% relative L2, and local operators (GNO, MgNO), which
+cannot compute a global mean, do not train at all. `random_mean=True` gives the literal μ.
 
 Solver: pseudo-spectral in x (the 2/3 rule removes aliasing from u²) and the integrating-factor RK4 in t: the
 diffusion e^{−ν(2πk)² t} is integrated exactly, the advection −i πk · F(u²) explicitly. The data are stored at
@@ -34,19 +39,21 @@ from tokenmix.tasks.base import Split, SplitName, Task
 from tokenmix.tasks import progress
 from tokenmix.tasks.generated import cache_path_for, load_or_generate
 
-FORMAT_VERSION = 1  # bump when the generator or the file layout changes
+FORMAT_VERSION = 2  # bump when the generator or the file layout changes (2: the constant mode is 0 by default)
 
 
 def sample_initial_conditions(num: int, resolution: int, generator: torch.Generator, *, sigma: float = 25.0,
-                              tau: float = 5.0, dtype: torch.dtype = torch.float64) -> Tensor:
-    """`num` draws of u0 ~ N(0, σ² (−Δ + τ² I)^−2) on `resolution` points of [0, 1), shape `(num, resolution)`."""
+                              tau: float = 5.0, random_mean: bool = False,
+                              dtype: torch.dtype = torch.float64) -> Tensor:
+    """`num` draws of u0 ~ N(0, σ² (−Δ + τ² I)^−2) on `resolution` points of [0, 1), shape `(num, resolution)`;
+    the constant mode is 0 unless `random_mean` (see the module docstring)."""
     k = torch.arange(resolution // 2 + 1, dtype=dtype)
     eigenvalues = sigma**2 * ((2 * math.pi * k) ** 2 + tau**2) ** -2
     xi = torch.randn(num, k.numel(), generator=generator, dtype=dtype)
     eta = torch.randn(num, k.numel(), generator=generator, dtype=dtype)
     # u_j = Σ_k U_k e^{2πikj/N} over the Hermitian spectrum: U_0 = √λ_0 ξ_0, U_k = √(λ_k / 2) (ξ_k − i η_k).
     coefficients = torch.complex(xi, -eta) * torch.sqrt(eigenvalues / 2)
-    coefficients[:, 0] = xi[:, 0] * torch.sqrt(eigenvalues[0])
+    coefficients[:, 0] = xi[:, 0] * torch.sqrt(eigenvalues[0]) if random_mean else 0
     if resolution % 2 == 0:
         coefficients[:, -1] = 0  # the Nyquist mode has no sine partner on the grid
     return torch.fft.irfft(coefficients, n=resolution, norm="forward")
@@ -90,6 +97,7 @@ class Burgers(Task):
     viscosity: float = 0.1
     final_time: float = 1.0
     time_step: float = 1e-3  # halving it changes u(·, 1) by ~2e-11 at 8192 points (see tests)
+    random_mean: bool = False  # the constant mode of u0: 0 as in the paper's generator, or random (module docstring)
     num_train_examples: int = 1000
     num_test_examples: int = 200
     seed: int = 0
@@ -111,6 +119,8 @@ class Burgers(Task):
         if self.solver_resolution % self.resolution:
             raise MixerInputError(f"burgers: resolution {self.resolution} must divide solver_resolution "
                                   f"{self.solver_resolution} (the data are subsampled, not interpolated)")
+        if not isinstance(self.random_mean, bool):
+            raise MixerInputError(f"burgers: random_mean must be true or false, got {self.random_mean!r}")
         if not (self.viscosity > 0 and self.final_time > 0 and self.time_step > 0):
             raise MixerInputError("burgers: viscosity, final_time and time_step must be positive")
 
@@ -146,7 +156,7 @@ class Burgers(Task):
         tensors: dict[str, Tensor] = {}
         for split, count in (("train", self.num_train_examples), ("test", self.num_test_examples)):
             generator = torch.Generator().manual_seed(_seed_for(self.seed, split))
-            u0 = sample_initial_conditions(count, self.solver_resolution, generator)
+            u0 = sample_initial_conditions(count, self.solver_resolution, generator, random_mean=self.random_mean)
             solutions = progress.solved(
                 f"burgers {split} data at {self.solver_resolution} points", u0.split(batch_size),
                 lambda chunk: solve_burgers(chunk.to(device), viscosity=self.viscosity, final_time=self.final_time,
