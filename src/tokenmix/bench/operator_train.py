@@ -87,14 +87,14 @@ def train_operator(*, task: str = "burgers", mixer: str = "fno", resolution: int
                    seed: int = 0, device: str = "cpu", coordinates: str | None = None, schedule: str = "step",
                    max_lr: float | None = None, checkpoint_every: int = 5, resume: bool = True,
                    checkpoint_dir: str | Path | None = None, progress_every: int | None = None,
-                   label: str = "") -> dict[str, Any]:
+                   label: str = "", pointwise_skip: bool = False) -> dict[str, Any]:
     """Train `mixer` in the operator backbone on `task` and return the errors and timings as a dict.
 
-    `coordinates` (`"periodic"` or `"nodes"`, see `OperatorModel`) defaults to what the task declares. `schedule`:
-    `"step"` (the paper's: ×`gamma` every `step_every` epochs) or `"onecycle"` (`OneCycleLR` stepped per batch,
-    peak `max_lr`, default `lr`). Every `checkpoint_every` epochs (and at the end) the run is saved under a hash of
-    its settings; with `resume` the same call continues from there (a finished run returns its stored result).
-    One line of progress goes to stderr every `progress_every` epochs (default: about 20 lines per run; 0: none).
+    `coordinates` (`"periodic"` or `"nodes"`) and `pointwise_skip` are `OperatorModel`'s; `coordinates` defaults
+    to what the task declares. `schedule`: `"step"` (the paper's: ×`gamma` every `step_every` epochs) or
+    `"onecycle"` (`OneCycleLR` stepped per batch, peak `max_lr`, default `lr`). Every `checkpoint_every` epochs (and
+    at the end) the run is saved under a hash of its settings and of the data's version; with `resume` the same call
+    continues from there (a finished run returns its stored result). One line of progress goes to stderr every `progress_every` epochs (default: about 20 lines per run; 0: none).
     """
     if schedule not in SCHEDULES:
         raise MixerInputError(f"operator_train: schedule must be one of {SCHEDULES}, got {schedule!r}")
@@ -122,7 +122,7 @@ def train_operator(*, task: str = "burgers", mixer: str = "fno", resolution: int
     else:
         model = OperatorModel(mixer, in_channels=train.inputs.shape[1], out_channels=train.targets.shape[1],
                               spatial_dims=train.inputs.ndim - 2, width=width, depth=depth, mixer_options=options,
-                              coordinates=coordinates)
+                              coordinates=coordinates, pointwise_skip=pointwise_skip)
     if normalize:
         model = Normalized(model, train.inputs, train.targets)
     model = model.to(device)
@@ -185,7 +185,8 @@ def train_operator(*, task: str = "burgers", mixer: str = "fno", resolution: int
         "test_relative_l2_at": {str(s): error(data.split("test", resolution=s)) for s in eval_resolutions},
         "data_seconds": round(data_seconds, 1), "train_seconds": round(train_seconds, 1),
         "seconds_per_epoch": round(train_seconds / max(epochs, 1), 3), "device": device,
-        "threads": torch.get_num_threads(), "resumed_after_epoch": done,
+        "threads": torch.get_num_threads(), "resumed_after_epoch": done, "data": settings["data"],
+        "pointwise_skip": pointwise_skip,
     }
     if checkpoint_every:
         save_operator_checkpoint(path, model, optimizer, scheduler, epochs, history, result=result)
@@ -218,6 +219,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--mixer-options", type=json.loads, default=None, help='JSON, e.g. \'{"num_heads": 1}\'')
     parser.add_argument("--coordinates", choices=("periodic", "nodes"),
                         help="coordinates appended to the input (default: the task's: Darcy nodes, others periodic)")
+    parser.add_argument("--pointwise-skip", action="store_true", default=None,
+                        help="each layer adds a pointwise linear map of its input: σ(mixer(v) + W v + b)")
     parser.add_argument("--lr", type=float, help="Adam's learning rate (default 1e-3)")
     parser.add_argument("--schedule", choices=SCHEDULES, default="step",
                         help="step: ×0.5 every --step-every epochs (the paper's); onecycle: OneCycleLR per batch")

@@ -6,10 +6,17 @@ The grid coordinates are appended to the input channels, so a translation-equiva
 positions apart (the paper appends x for Burgers, (x, y) for Darcy). Which coordinates depends on where the data's
 points are: `coordinates="periodic"` gives x_i = i / n (a periodic grid: Burgers, Navier–Stokes), `"nodes"` gives
 x_i = i / (n − 1) (nodes of [0, 1] with both boundaries included: Darcy), so that a subsampled grid sees the same
-coordinate at the same physical point. Tasks declare theirs (`task.coordinates`). σ = GELU after every layer but the last,
-as in the paper. Every layer is `tokenmix.create(mixer, width, spatial_dims=..., **mixer_options)`, so an image
-mixer can be tried as a neural operator by changing one name. Sequence mixers run over the flattened grid
-(channels last), in the raster order of the points.
+coordinate at the same physical point. Tasks declare theirs (`task.coordinates`). σ = GELU after every layer but
+the last, as in the paper.
+
+With `pointwise_skip` each layer becomes v ← σ(mixer(v) + W v + b), W a learned pointwise linear map: the layer of
+the neural-operator framework (Kovachki et al. 2021, arXiv:2108.08481, §3: v_{t+1} = σ(W v_t + K v_t + b)), which
+the FNO, LNO and GNO mixers already contain. It gives mixers without a pointwise path of their own (the attention
+operators, whose papers add a residual instead) a way to carry each point's features forward.
+
+Every layer is `tokenmix.create(mixer, width, spatial_dims=..., **mixer_options)`, so an image mixer can be tried as
+a neural operator by changing one name. Sequence mixers run over the flattened grid (channels last), in the raster
+order of the points.
 """
 
 from __future__ import annotations
@@ -51,15 +58,16 @@ class _SequenceOnGrid(nn.Module):
 
 
 class OperatorModel(nn.Module):
-    """Lifting (with appended coordinates of kind `coordinates`), `depth` mixer layers with GELU between them,
-    projection MLP.
+    """Lifting (with appended coordinates of kind `coordinates`), `depth` mixer layers (each with a pointwise linear
+    skip if `pointwise_skip`) with GELU between them, projection MLP.
 
     `forward(a)` with `a: (B, in_channels, *spatial)` returns `(B, out_channels, *spatial)` at the input's resolution.
     """
 
     def __init__(self, mixer: str, *, in_channels: int = 1, out_channels: int = 1, spatial_dims: int = 1,
                  width: int = 64, depth: int = 4, projection_width: int = 128,
-                 mixer_options: dict[str, Any] | None = None, coordinates: str = "periodic") -> None:
+                 mixer_options: dict[str, Any] | None = None, coordinates: str = "periodic",
+                 pointwise_skip: bool = False) -> None:
         super().__init__()
         if coordinates not in COORDINATES:
             raise MixerInputError(f"operator model: coordinates must be one of {COORDINATES}, got {coordinates!r}")
@@ -69,6 +77,8 @@ class OperatorModel(nn.Module):
                 raise MixerInputError(f"operator model: {name} must be a positive integer, got {value!r}")
         if spatial_dims not in (1, 2, 3):
             raise MixerInputError(f"operator model: spatial_dims must be 1, 2 or 3, got {spatial_dims!r}")
+        if not isinstance(pointwise_skip, bool):
+            raise MixerInputError(f"operator model: pointwise_skip must be true or false, got {pointwise_skip!r}")
         spec = tokenmix.spec(mixer)
         options = dict(mixer_options or {})
         if spec.layout == "grid":
@@ -87,6 +97,7 @@ class OperatorModel(nn.Module):
         self.coordinates = coordinates
         self.lift = nn.Linear(in_channels + spatial_dims, width)
         self.layers = nn.ModuleList(build() for _ in range(depth))
+        self.skips = nn.ModuleList(nn.Linear(width, width) for _ in range(depth)) if pointwise_skip else None
         self.project = nn.Sequential(nn.Linear(width, projection_width), nn.GELU(),
                                      nn.Linear(projection_width, out_channels))
 
@@ -98,7 +109,10 @@ class OperatorModel(nn.Module):
         x = torch.cat([a, coordinates.expand(a.shape[0], *coordinates.shape)], dim=1)
         v = self.lift(x.movedim(1, -1)).movedim(-1, 1)
         for index, layer in enumerate(self.layers):
-            v = layer(v)
+            mixed = layer(v)
+            if self.skips is not None:
+                mixed = mixed + self.skips[index](v.movedim(1, -1)).movedim(-1, 1)
+            v = mixed
             if index < len(self.layers) - 1:
                 v = F.gelu(v)
         return self.project(v.movedim(1, -1)).movedim(-1, 1)
