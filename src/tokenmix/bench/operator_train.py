@@ -94,7 +94,8 @@ def train_operator(*, task: str = "burgers", mixer: str = "fno", resolution: int
     to what the task declares. `schedule`: `"step"` (the paper's: ×`gamma` every `step_every` epochs) or
     `"onecycle"` (`OneCycleLR` stepped per batch, peak `max_lr`, default `lr`). Every `checkpoint_every` epochs (and
     at the end) the run is saved under a hash of its settings and of the data's version; with `resume` the same call
-    continues from there (a finished run returns its stored result). One line of progress goes to stderr every `progress_every` epochs (default: about 20 lines per run; 0: none).
+    continues from there (a finished run returns its stored result). One line of progress goes to stderr every
+    `progress_every` epochs (default: about 20 lines per run; 0: none).
     """
     if schedule not in SCHEDULES:
         raise MixerInputError(f"operator_train: schedule must be one of {SCHEDULES}, got {schedule!r}")
