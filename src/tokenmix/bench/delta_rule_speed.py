@@ -20,7 +20,8 @@ from tokenmix.ops.delta_rule import delta_rule
 def _forward_backward(impl: str, chunk_size: int, *leaves: torch.Tensor) -> None:
     q, k, v, beta, g = leaves
     o = delta_rule(q, F.normalize(k, dim=-1), v, beta.sigmoid(), g, impl=impl, chunk_size=chunk_size)
-    o.sum().backward()
+    # a dense output gradient, as in training (a stride-0 one from `.sum()` slows CPU batched matmuls)
+    o.backward(torch.randn(o.shape, generator=torch.Generator().manual_seed(1), dtype=o.dtype))
 
 
 def _time(runs: int, *args) -> float:

@@ -108,10 +108,17 @@ def member_forward(member: str, inputs: Sequence[Tensor], impl: str, chunk_size:
 
 
 def forward_backward(member: str, inputs: Sequence[Tensor], impl: str, chunk_size: int = 64) -> Callable[[], None]:
+    """One forward and backward, with a fixed dense output gradient as in training (`.sum().backward()` would pass
+    a stride-0 gradient, which sends CPU batched matmuls to a per-matrix loop that copies every operand)."""
+    output_grad: list[Tensor] = []
+
     def call() -> None:
         for t in inputs:
             t.grad = None
-        member_forward(member, inputs, impl, chunk_size).sum().backward()
+        o = member_forward(member, inputs, impl, chunk_size)
+        if not output_grad:
+            output_grad.append(torch.randn(o.shape, generator=torch.Generator().manual_seed(1), dtype=o.dtype))
+        o.backward(output_grad[0])
     return call
 
 
