@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
+from tokenmix import MixerInputError
 from tokenmix.bench.operator_train import PRESETS, Normalized, main, train_operator
 
 
@@ -34,6 +36,35 @@ def test_normalized_model_decodes_to_the_target_statistics():
     torch.testing.assert_close(out.std(), targets.std(), rtol=1e-4, atol=1e-6)
 
 
+def test_per_point_normalization_keeps_a_fixed_boundary_and_resamples_at_shared_nodes():
+    generator = torch.Generator().manual_seed(0)
+    inputs = 3 + 2 * torch.randn(16, 1, 9, 9, generator=generator)
+    targets = torch.randn(16, 1, 9, 9, generator=generator)
+    targets[..., 0, :] = targets[..., -1, :] = targets[..., :, 0] = targets[..., :, -1] = 0.0  # u = 0 on the boundary
+    model = Normalized(torch.nn.Conv2d(1, 1, 1), inputs, targets, per_point=True)
+    out = model(inputs)
+    # where the targets never vary the decoded output is their mean, whatever the model says
+    assert out[..., 0, :].abs().max() < 1e-4 and out[..., :, -1].abs().max() < 1e-4
+    # the identity decodes to the targets' per-point statistics
+    identity = Normalized(torch.nn.Identity(), targets, targets, per_point=True)
+    torch.testing.assert_close(identity(targets), targets, rtol=1e-5, atol=1e-5)
+    # at the 5 × 5 subgrid (every other node) the statistics are the subsampled ones, exactly
+    mean, std = model._statistics("target", (5, 5))
+    torch.testing.assert_close(mean, targets.mean(0, keepdim=True)[..., ::2, ::2], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(std, targets.std(0, keepdim=True).clamp(min=1e-5)[..., ::2, ::2], rtol=1e-6, atol=1e-6)
+    assert model(inputs[..., ::2, ::2]).shape == (16, 1, 5, 5)
+
+
+def test_per_point_normalization_trains_and_bad_values_raise():
+    # 64 examples: with a handful, a point where every coefficient sample is equal has a floored input std (1e-5),
+    # and an unseen value there is scaled by 1e5 (a small-sample effect the paper's 1000 examples do not have)
+    result = train_operator(task="darcy", resolution=5, solver_resolution=9, num_train=64, num_test=2, width=4,
+                            depth=1, modes=2, epochs=1, batch_size=16, normalize="point", eval_resolutions=(9,))
+    assert result["normalize"] == "point" and 0 < result["test_relative_l2_at"]["9"] < 10
+    with pytest.raises(MixerInputError, match="normalize"):
+        train_operator(task="darcy", resolution=5, solver_resolution=9, num_train=4, num_test=2, normalize="pixel")
+
+
 def test_cli_preset_with_overrides(capsys):
     assert PRESETS["darcy-paper"]["solver_resolution"] == 421 and PRESETS["darcy-paper"]["resolution"] == 85
     main(["--preset", "darcy-quick", "--resolution", "5", "--solver-resolution", "9", "--num-train", "2",
@@ -41,6 +72,14 @@ def test_cli_preset_with_overrides(capsys):
           "--eval-resolutions"])
     result = json.loads(capsys.readouterr().out)
     assert result["resolution"] == 5 and result["normalize"] is True and result["test_relative_l2_at"] == {}
+    main(["--preset", "darcy-quick", "--resolution", "5", "--solver-resolution", "9", "--num-train", "2",
+          "--num-test", "2", "--width", "4", "--depth", "1", "--modes", "2", "--epochs", "1",
+          "--eval-resolutions", "--normalize", "point"])
+    assert json.loads(capsys.readouterr().out)["normalize"] == "point"
+    main(["--preset", "darcy-quick", "--resolution", "5", "--solver-resolution", "9", "--num-train", "2",
+          "--num-test", "2", "--width", "4", "--depth", "1", "--modes", "2", "--epochs", "1",
+          "--eval-resolutions", "--no-normalize"])
+    assert json.loads(capsys.readouterr().out)["normalize"] is False
 
 
 TINY = dict(task="burgers", resolution=16, solver_resolution=64, num_train=12, num_test=4, width=6, depth=1, modes=3,

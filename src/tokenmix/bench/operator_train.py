@@ -11,8 +11,9 @@ batch 20, 500 epochs, relative L2 loss; Burgers: width 64, 16 modes, learning ra
 width 32, 12 modes, ×0.5 every 100 epochs, inputs and outputs normalized. Flags given explicitly override a preset.
 
 Normalization (`--normalize`, on in the Darcy presets): inputs and targets are shifted and scaled by the training
-set's mean and standard deviation per channel (scalars, so the same model applies at every resolution; the paper's
-code uses per-point statistics); the model predicts normalized targets, decoded before the loss.
+set's mean and standard deviation per channel (`--normalize channel`: scalars, the same at every resolution) or per
+grid point (`--normalize point`: as the paper's code, resampled to other resolutions, see `Normalized`); the model
+predicts normalized targets, decoded before the loss.
 
 Long runs: one progress line (epoch, training loss, learning rate, seconds) goes to stderr about 20 times per run
 (`--progress-every`); a checkpoint (safetensors: model, optimizer, schedule, epoch, random generators) is written
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tokenmix.bench.operator_checkpoint import (load_operator_checkpoint, operator_checkpoint_path,
@@ -58,22 +60,41 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-class Normalized(nn.Module):
-    """`model` between a fixed affine encoder of its inputs and decoder of its outputs (per-channel scalars)."""
+NORMALIZATIONS = (False, True, "channel", "point")
 
-    def __init__(self, model: nn.Module, inputs: Tensor, targets: Tensor) -> None:
+
+class Normalized(nn.Module):
+    """`model` between a fixed affine encoder of its inputs and decoder of its outputs, with the training set's mean
+    and standard deviation per channel (`per_point=False`: scalars) or per channel and grid point (`per_point=True`,
+    the FNO code's `UnitGaussianNormalizer`: where the targets do not vary, as on a Dirichlet boundary, the decoded
+    output is the targets' mean whatever the model says).
+
+    Per-point statistics are resampled to the grid of each call by linear interpolation with the end points aligned
+    (exact at the shared nodes of node grids such as Darcy's, whose coarser grids are subsamples of the finer).
+    A standard deviation is floored at 1e-5 (the FNO code adds that epsilon)."""
+
+    def __init__(self, model: nn.Module, inputs: Tensor, targets: Tensor, *, per_point: bool = False) -> None:
         super().__init__()
         self.model = model
-        dims = [0, *range(2, inputs.ndim)]
-        shape = (1, -1, *[1] * (inputs.ndim - 2))
-        self.register_buffer("input_mean", inputs.mean(dim=dims).view(shape))
-        self.register_buffer("input_std", inputs.std(dim=dims).clamp(min=1e-8).view(shape))
-        self.register_buffer("target_mean", targets.mean(dim=dims).view(shape))
-        self.register_buffer("target_std", targets.std(dim=dims).clamp(min=1e-8).view(shape))
+        self.per_point = per_point
+        dims = [0] if per_point else [0, *range(2, inputs.ndim)]
+        for name, data in (("input", inputs), ("target", targets)):
+            self.register_buffer(f"{name}_mean", data.mean(dim=dims, keepdim=True))
+            self.register_buffer(f"{name}_std", data.std(dim=dims, keepdim=True).clamp(min=1e-5))
+
+    def _statistics(self, name: str, sizes: tuple[int, ...]) -> tuple[Tensor, Tensor]:
+        mean, std = getattr(self, f"{name}_mean"), getattr(self, f"{name}_std")
+        if not self.per_point or tuple(mean.shape[2:]) == sizes:
+            return mean, std
+        mode = ("linear", "bilinear", "trilinear")[len(sizes) - 1]
+        return tuple(F.interpolate(t, size=sizes, mode=mode, align_corners=True) for t in (mean, std))
 
     def forward(self, a: Tensor) -> Tensor:
-        y = self.model((a - self.input_mean) / self.input_std)
-        return y * self.target_std + self.target_mean
+        sizes = tuple(a.shape[2:])
+        input_mean, input_std = self._statistics("input", sizes)
+        target_mean, target_std = self._statistics("target", sizes)
+        y = self.model((a - input_mean) / input_std)
+        return y * target_std + target_mean
 
 
 SCHEDULES = ("step", "onecycle")
@@ -82,7 +103,7 @@ SCHEDULES = ("step", "onecycle")
 def train_operator(*, task: str = "burgers", mixer: str = "fno", resolution: int = 1024,
                    solver_resolution: int = 8192, num_train: int = 1000, num_test: int = 100, width: int = 64,
                    depth: int = 4, modes: int = 16, epochs: int = 500, lr: float = 1e-3, weight_decay: float = 1e-4,
-                   batch_size: int = 20, step_every: int = 50, gamma: float = 0.5, normalize: bool = False,
+                   batch_size: int = 20, step_every: int = 50, gamma: float = 0.5, normalize: bool | str = False,
                    eval_resolutions: tuple[int, ...] = (), mixer_options: dict[str, Any] | None = None,
                    seed: int = 0, device: str = "cpu", coordinates: str | None = None, schedule: str = "step",
                    max_lr: float | None = None, checkpoint_every: int = 5, resume: bool = True,
@@ -99,6 +120,8 @@ def train_operator(*, task: str = "burgers", mixer: str = "fno", resolution: int
     """
     if schedule not in SCHEDULES:
         raise MixerInputError(f"operator_train: schedule must be one of {SCHEDULES}, got {schedule!r}")
+    if normalize not in NORMALIZATIONS:
+        raise MixerInputError(f"operator_train: normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
     start = time.perf_counter()
     data = create_task(task, resolution=resolution, solver_resolution=solver_resolution,
                        num_train_examples=num_train, num_test_examples=num_test)
@@ -125,7 +148,7 @@ def train_operator(*, task: str = "burgers", mixer: str = "fno", resolution: int
                               spatial_dims=train.inputs.ndim - 2, width=width, depth=depth, mixer_options=options,
                               coordinates=coordinates, pointwise_skip=pointwise_skip)
     if normalize:
-        model = Normalized(model, train.inputs, train.targets)
+        model = Normalized(model, train.inputs, train.targets, per_point=normalize == "point")
     model = model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     batches_per_epoch = math.ceil(len(train) / batch_size)
@@ -215,7 +238,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--step-every", type=int)
     parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None)
+    parser.add_argument("--normalize", nargs="?", const="channel", choices=("channel", "point"), default=None,
+                        help="normalize inputs and targets by training statistics per channel (the default when the "
+                             "flag is given bare) or per grid point (the FNO code's)")
+    parser.add_argument("--no-normalize", dest="normalize", action="store_const", const=False)
     parser.add_argument("--eval-resolutions", type=int, nargs="*")
     parser.add_argument("--mixer-options", type=json.loads, default=None, help='JSON, e.g. \'{"num_heads": 1}\'')
     parser.add_argument("--coordinates", choices=("periodic", "nodes"),
