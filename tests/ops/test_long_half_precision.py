@@ -3,8 +3,8 @@ loop on the same (bf16-rounded) inputs the only error left is the output's own r
 
 The bound, elementwise: |o - exact| ≤ 2⁻⁸ |exact| + 1e-4 · max|exact|. 2⁻⁸ is half of bf16's relative spacing
 (8 significant bits), what rounding the exact result to bf16 costs by itself; 1e-4 of the output's scale is the
-allowance for float32 accumulation over 8192 tokens (the float32 check below measured ≤ 5e-6 of the scale; the bf16 errors reached 75-93% of the bound, which is
-nearly all rounding).
+allowance for float32 accumulation over 8192 tokens (the float32 check below measured ≤ 5e-6 of the scale; the
+bf16 errors reached 75-93% of the bound, nearly all of it rounding).
 """
 
 from __future__ import annotations
