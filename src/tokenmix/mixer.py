@@ -91,7 +91,7 @@ class SequenceMixer(Mixer):
         else:
             self._check_state(state, x.shape[0])
         y, new_state = self._mix(x, state)
-        return (y, new_state) if return_state else y
+        return (y, _owning(new_state)) if return_state else y
 
     def init_state(self, batch_size: int, device: torch.device | str | None = None,
                    dtype: torch.dtype | None = None) -> State:
@@ -176,3 +176,13 @@ class GridMixer(Mixer):
             raise self._fail(f"expected {self.dim} channels in dimension 1 (channels first), got shape {tuple(x.shape)}")
         if any(size == 0 for size in x.shape[2:]):
             raise self._fail(f"expected non-empty spatial dimensions, got shape {tuple(x.shape)}")
+
+
+def _owning(state: State) -> State:
+    """The state with every tensor in storage of its own size. A mixer's cache is often a slice of its input or
+    of a buffer the size of the prompt (a convolution's last taps, a window of keys); kept as a view it keeps that
+    whole buffer alive, O(L) memory behind an O(1) state. Copying the slice costs the state's own size, once per
+    `forward` (not per `step`, whose buffers are the state's size already)."""
+    return {key: value if value.untyped_storage().nbytes() == value.numel() * value.element_size()
+            else value.clone(memory_format=torch.contiguous_format) for key, value in state.items()}
+
