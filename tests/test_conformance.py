@@ -167,6 +167,19 @@ def test_state_is_a_saveable_dict_of_batched_tensors(name, tmp_path):
     torch.testing.assert_close(resumed, mixer(x)[:, 7:], rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("name", STREAMING)
+def test_states_of_two_batches_concatenate_into_one(name):
+    # What a server that batches requests does: two prompts prefilled apart, their states joined on the batch
+    # axis, then continued together, give each prompt's own continuation.
+    mixer = build(name).double()
+    first, second = sample(name, batch=2, length=15), sample(name, batch=3, length=15)
+    _, state_first = mixer(first[:, :9], return_state=True)
+    _, state_second = mixer(second[:, :9], return_state=True)
+    joined = {key: torch.cat([state_first[key], state_second[key]]) for key in state_first}
+    together = mixer(torch.cat([first, second])[:, 9:], state=joined)
+    torch.testing.assert_close(together, torch.cat([mixer(first), mixer(second)])[:, 9:], rtol=1e-10, atol=1e-10)
+
+
 FIXED_STATE = [n for n in STREAMING if tokenmix.spec(n).state == "fixed"]
 
 
