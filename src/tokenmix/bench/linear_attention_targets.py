@@ -18,7 +18,8 @@ Targets (goal in brackets):
 3. the mixers' `step` (one token, `torch.no_grad`) after a prefill to position 16384 against position 1024 [≤ 1.2];
 4. the arithmetic efficiency of `chunk` forward + backward at L = 4096 for chunk sizes 16 .. 256: matmul FLOPs
    (`torch.utils.flop_counter`'s formulas, what the form multiplies) / time / the fp32 matmul FLOP/s measured in
-   the same run (`bench.machine.measure_machine`), best chunk size per member [≥ 30%].
+   the same run (`bench.machine.measure_machine`), best chunk size per member [≥ 30%]; beside it, the rate of the
+   batched `(C×K)·(K×C)` product that forms the chunks' scores, the ceiling BLAS gives at the form's own shapes.
 
 `--quick` shrinks every size (for a check that the command works, seconds; its pass/fail says nothing about the
 issue's targets). Times are medians of `torch.utils.benchmark` (one call when a call takes longer than
@@ -80,8 +81,7 @@ class Sizes:
 def member_inputs(member: str, sizes: Sizes, length: int, *, requires_grad: bool, seed: int = 0) -> list[Tensor]:
     """Leaf tensors of one member's op call, `(B, H, L, *)`."""
     generator = torch.Generator().manual_seed(seed)
-    head_dim = sizes.dim // sizes.heads
-    key_dim = head_dim // 2 if member == "gla" else head_dim
+    head_dim, key_dim = sizes.dim // sizes.heads, _key_dim(member, sizes)
     shape = (sizes.batch, sizes.heads, length)
     tensors = [torch.randn(*shape, key_dim, generator=generator), torch.randn(*shape, key_dim, generator=generator),
                torch.randn(*shape, head_dim, generator=generator)]
@@ -256,6 +256,8 @@ def chunk_efficiency(sizes: Sizes, min_run_time: float, matmul_flops: float) -> 
             _progress(f"{member}: chunk C={chunk_size} forward+backward at L={sizes.efficiency_length}")
             flops = count_flops(call)
             efficiency[member][chunk_size] = flops / seconds(call, min_run_time) / matmul_flops
+    ceiling = {member: {c: score_matmul_rate(member, sizes, c, min_run_time) / matmul_flops
+                        for c in sizes.chunk_sizes} for member in MEMBERS}
     rows = []
     for member, by_size in efficiency.items():
         best = max(by_size, key=by_size.get)
@@ -267,7 +269,29 @@ def chunk_efficiency(sizes: Sizes, min_run_time: float, matmul_flops: float) -> 
              "|---|" + "---:|" * len(sizes.chunk_sizes)]
     for member, by_size in efficiency.items():
         table.append(f"| {member} | " + " | ".join(f"{100 * by_size[c]:.1f}" for c in sizes.chunk_sizes) + " |")
+    table += ["", "| batched matmul at the chunk's score shape (% of fp32 matmul) | "
+              + " | ".join(f"C={c}" for c in sizes.chunk_sizes) + " |", "|---|" + "---:|" * len(sizes.chunk_sizes)]
+    for member, by_size in ceiling.items():
+        table.append(f"| {member}: (C×K)·(K×C), K={_key_dim(member, sizes)} | "
+                     + " | ".join(f"{100 * by_size[c]:.1f}" for c in sizes.chunk_sizes) + " |")
     return rows, table
+
+
+def _key_dim(member: str, sizes: Sizes) -> int:
+    head_dim = sizes.dim // sizes.heads
+    return head_dim // 2 if member == "gla" else head_dim
+
+
+def score_matmul_rate(member: str, sizes: Sizes, chunk_size: int, min_run_time: float) -> float:
+    """FLOP/s of the batched product that forms every chunk's scores, `(C×K)·(K×C)` over B·H·L/C chunks: the rate
+    CPU BLAS reaches at the chunk form's own matmul shapes, a ceiling for its efficiency that the n×n matmul of
+    the machine's limit does not show (small batched products run well below it)."""
+    key_dim = _key_dim(member, sizes)
+    count = sizes.batch * sizes.heads * (sizes.efficiency_length // chunk_size)
+    generator = torch.Generator().manual_seed(chunk_size)
+    a = torch.randn(count, chunk_size, key_dim, generator=generator)
+    b = torch.randn(count, key_dim, chunk_size, generator=generator)
+    return 2 * count * chunk_size * key_dim * chunk_size / seconds(lambda: a @ b, min_run_time)
 
 
 def _time(value: float) -> str:
