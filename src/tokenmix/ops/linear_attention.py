@@ -393,11 +393,11 @@ def _intra_vector(q: Tensor, k: Tensor, b: Tensor, q_decayed: Tensor) -> Tensor:
     underflow `exp(-b_j)`; those chunks alone take `_intra_vector_sub_chunks`, whose every exponent is ≤ 0. Below
     the limit every factor is a normal float, so each product keeps full relative precision.
     """
-    size = q.shape[-2]
-    visible = torch.ones(size, size, dtype=torch.bool, device=q.device).tril()
     span_ok = b[..., -1, :].amin(dim=-1) >= -FACTORED_SPAN[q.dtype]                  # (B, H, N)
     k_grown = k * torch.where(span_ok[..., None, None], -b, 0.0).exp()
-    scores = (q_decayed @ k_grown.transpose(-1, -2)).masked_fill(~visible, 0.0)   # (B, H, N, C, C)
+    # the products above the diagonal are finite (the span bounds them), so tril masks them; it runs ~2× faster
+    # than masked_fill on CPU, forward and backward
+    scores = (q_decayed @ k_grown.transpose(-1, -2)).tril()                          # (B, H, N, C, C)
     if bool(span_ok.all()):
         return scores
     leading = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], b.shape[:-2])
