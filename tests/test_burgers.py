@@ -9,7 +9,7 @@ import torch
 
 from tokenmix import MixerInputError
 from tokenmix.tasks import available_tasks, create_task
-from tokenmix.tasks.burgers import relative_l2, sample_initial_conditions, solve_burgers
+from tokenmix.tasks.burgers import _seed_for, relative_l2, sample_initial_conditions, solve_burgers
 
 NU = 0.1
 
@@ -60,6 +60,33 @@ def test_initial_conditions_have_zero_mean_by_default():
     k = torch.arange(1, n // 2, dtype=torch.float64)
     variance = 2 * (625 * ((2 * math.pi * k) ** 2 + 25) ** -2).sum()
     assert abs(u0.var(dim=0).mean() - variance) < 0.05 * variance
+
+
+def test_released_field_has_the_generator_scripts_covariance():
+    # GRF1(s/2, 0, 2.5, 7, 7^2): cos and sin coefficients of mode k with variance 2 · 49² ((2πk)² + 49)^−2.5.
+    n = 64
+    generator = torch.Generator().manual_seed(0)
+    u0 = sample_initial_conditions(4000, n, generator, sigma=49.0, tau=7.0, exponent=2.5)
+    k = torch.arange(1, n // 2, dtype=torch.float64)
+    per_mode = 2 * 49.0**2 * ((2 * math.pi * k) ** 2 + 49) ** -2.5
+    assert abs(u0.var(dim=0).mean() - per_mode.sum()) < 0.05 * per_mode.sum()
+    # mode 1 alone: its cosine coefficient 2/n Σ_j u_j cos(2πj/n)
+    x = torch.arange(n, dtype=torch.float64) / n
+    cosine = 2 / n * (u0 * torch.cos(2 * math.pi * x)).sum(dim=1)
+    assert abs(cosine.var() - per_mode[0]) < 0.1 * per_mode[0]
+
+
+def test_task_draws_the_released_field_and_keeps_the_papers_cache_key():
+    params = dict(resolution=32, solver_resolution=64, num_train_examples=2, num_test_examples=2, time_step=1e-2)
+    paper = create_task("burgers", **params)
+    assert "initial_field" not in paper.generator_params()  # files stored before the option keep their key
+    released = create_task("burgers", **params, initial_field="released")
+    assert released.cache_path != paper.cache_path
+    generator = torch.Generator().manual_seed(_seed_for(0, "train"))
+    expected = sample_initial_conditions(2, 64, generator, sigma=49.0, tau=7.0, exponent=2.5).float()
+    torch.testing.assert_close(released.generate()["train_inputs"], expected, rtol=0, atol=0)
+    with pytest.raises(MixerInputError, match="initial_field"):
+        create_task("burgers", initial_field="literal")
 
 
 def test_burgers_task_checks_random_mean():

@@ -108,7 +108,8 @@ def train_operator(*, task: str = "burgers", mixer: str = "fno", resolution: int
                    seed: int = 0, device: str = "cpu", coordinates: str | None = None, schedule: str = "step",
                    max_lr: float | None = None, checkpoint_every: int = 5, resume: bool = True,
                    checkpoint_dir: str | Path | None = None, progress_every: int | None = None,
-                   label: str = "", pointwise_skip: bool = False) -> dict[str, Any]:
+                   label: str = "", pointwise_skip: bool = False,
+                   task_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train `mixer` in the operator backbone on `task` and return the errors and timings as a dict.
 
     `coordinates` (`"periodic"` or `"nodes"`) and `pointwise_skip` are `OperatorModel`'s; `coordinates` defaults
@@ -124,11 +125,13 @@ def train_operator(*, task: str = "burgers", mixer: str = "fno", resolution: int
         raise MixerInputError(f"operator_train: normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
     start = time.perf_counter()
     data = create_task(task, resolution=resolution, solver_resolution=solver_resolution,
-                       num_train_examples=num_train, num_test_examples=num_test)
+                       num_train_examples=num_train, num_test_examples=num_test, **(task_options or {}))
     coordinates = coordinates or getattr(data, "coordinates", "periodic")
     settings = {key: value for key, value in locals().items()
                 if key not in ("start", "data", "checkpoint_every", "resume", "checkpoint_dir", "progress_every",
                                "label")}
+    if not task_options:  # runs without task options keep the checkpoint keys they had before the option
+        settings.pop("task_options")
     settings["data"] = data.cache_path.name  # the data's generator version and parameters: new data, new run
     path = operator_checkpoint_path(settings, None if checkpoint_dir is None else Path(checkpoint_dir))
     if resume and (finished := read_finished_result(path)) is not None:
@@ -199,8 +202,8 @@ def train_operator(*, task: str = "burgers", mixer: str = "fno", resolution: int
     train_seconds = history["train_seconds"]
 
     result = {
-        "task": task, "mixer": mixer, "resolution": resolution, "solver_resolution": solver_resolution,
-        "num_train": num_train, "num_test": num_test, "width": width, "depth": depth, "modes": modes,
+        "task": task, "task_options": task_options or {}, "mixer": mixer, "resolution": resolution,
+        "solver_resolution": solver_resolution, "num_train": num_train, "num_test": num_test, "width": width, "depth": depth, "modes": modes,
         "epochs": epochs, "step_every": step_every, "normalize": normalize, "coordinates": coordinates,
         "schedule": schedule, "max_lr": (max_lr or lr) if schedule == "onecycle" else None,
         "parameters": sum(p.numel() for p in model.parameters()),
@@ -244,6 +247,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-normalize", dest="normalize", action="store_const", const=False)
     parser.add_argument("--eval-resolutions", type=int, nargs="*")
     parser.add_argument("--mixer-options", type=json.loads, default=None, help='JSON, e.g. \'{"num_heads": 1}\'')
+    parser.add_argument("--task-options", type=json.loads, default=None,
+                        help='more task parameters as JSON, e.g. \'{"initial_field": "released"}\' for Burgers')
     parser.add_argument("--coordinates", choices=("periodic", "nodes"),
                         help="coordinates appended to the input (default: the task's: Darcy nodes, others periodic)")
     parser.add_argument("--pointwise-skip", action="store_true", default=None,

@@ -17,6 +17,11 @@ mode decays by at least e^{−ν(2π)²} ≈ 0.02 by t = 1, so with a random mea
 1000 draws); a model that outputs the input's mean scores ~1% relative L2, and local operators (GNO, MgNO), which
 cannot compute a global mean, do not train at all. `random_mean=True` gives the literal μ.
 
+The field (`initial_field`): `"paper"` is the text's μ above. `"released"` is the field of the generator script that
+circulates with the paper's data files, `GRF1(s/2, 0, 2.5, 7, 7^2, "periodic")`: the same expansion with
+`λ_k = 49² ((2πk)² + 49)^−2.5`, N(0, 2401 (−Δ + 49 I)^−2.5) (smoother: its spectrum falls as k^−5, not k^−4),
+for comparing with numbers measured on those files.
+
 Solver: pseudo-spectral in x (the 2/3 rule removes aliasing from u²) and the integrating-factor RK4 in t: the
 diffusion e^{−ν(2πk)² t} is integrated exactly, the advection −i πk · F(u²) explicitly. The data are stored at
 the solver's resolution (float32), so one cached file serves every evaluation resolution that divides it.
@@ -40,15 +45,17 @@ from tokenmix.tasks import progress
 from tokenmix.tasks.generated import cache_path_for, load_or_generate
 
 FORMAT_VERSION = 2  # bump when the generator or the file layout changes (2: the constant mode is 0 by default)
+# σ, τ and the exponent γ of u0 ~ N(0, σ² (−Δ + τ² I)^−γ) (module docstring)
+INITIAL_FIELDS = {"paper": (25.0, 5.0, 2.0), "released": (49.0, 7.0, 2.5)}
 
 
 def sample_initial_conditions(num: int, resolution: int, generator: torch.Generator, *, sigma: float = 25.0,
-                              tau: float = 5.0, random_mean: bool = False,
+                              tau: float = 5.0, exponent: float = 2.0, random_mean: bool = False,
                               dtype: torch.dtype = torch.float64) -> Tensor:
-    """`num` draws of u0 ~ N(0, σ² (−Δ + τ² I)^−2) on `resolution` points of [0, 1), shape `(num, resolution)`;
-    the constant mode is 0 unless `random_mean` (see the module docstring)."""
+    """`num` draws of u0 ~ N(0, σ² (−Δ + τ² I)^−γ) (γ = `exponent`) on `resolution` points of [0, 1), shape
+    `(num, resolution)`; the constant mode is 0 unless `random_mean` (see the module docstring)."""
     k = torch.arange(resolution // 2 + 1, dtype=dtype)
-    eigenvalues = sigma**2 * ((2 * math.pi * k) ** 2 + tau**2) ** -2
+    eigenvalues = sigma**2 * ((2 * math.pi * k) ** 2 + tau**2) ** -exponent
     xi = torch.randn(num, k.numel(), generator=generator, dtype=dtype)
     eta = torch.randn(num, k.numel(), generator=generator, dtype=dtype)
     # u_j = Σ_k U_k e^{2πikj/N} over the Hermitian spectrum: U_0 = √λ_0 ξ_0, U_k = √(λ_k / 2) (ξ_k − i η_k).
@@ -98,6 +105,7 @@ class Burgers(Task):
     final_time: float = 1.0
     time_step: float = 1e-3  # halving it changes u(·, 1) by ~2e-11 at 8192 points (see tests)
     random_mean: bool = False  # the constant mode of u0: 0 as in the paper's generator, or random (module docstring)
+    initial_field: str = "paper"  # "paper" (the text's μ) or "released" (the data files' generator): INITIAL_FIELDS
     num_train_examples: int = 1000
     num_test_examples: int = 200
     seed: int = 0
@@ -121,6 +129,9 @@ class Burgers(Task):
                                   f"{self.solver_resolution} (the data are subsampled, not interpolated)")
         if not isinstance(self.random_mean, bool):
             raise MixerInputError(f"burgers: random_mean must be true or false, got {self.random_mean!r}")
+        if self.initial_field not in INITIAL_FIELDS:
+            raise MixerInputError(f"burgers: initial_field must be one of {sorted(INITIAL_FIELDS)}, "
+                                  f"got {self.initial_field!r}")
         if not (self.viscosity > 0 and self.final_time > 0 and self.time_step > 0):
             raise MixerInputError("burgers: viscosity, final_time and time_step must be positive")
 
@@ -131,6 +142,8 @@ class Burgers(Task):
         """The parameters that shape the stored data (`resolution` only subsamples it)."""
         params = self.params()
         params.pop("resolution")
+        if params["initial_field"] == "paper":  # the field every file stored before the option had
+            params.pop("initial_field")
         return params
 
     @property
@@ -156,7 +169,9 @@ class Burgers(Task):
         tensors: dict[str, Tensor] = {}
         for split, count in (("train", self.num_train_examples), ("test", self.num_test_examples)):
             generator = torch.Generator().manual_seed(_seed_for(self.seed, split))
-            u0 = sample_initial_conditions(count, self.solver_resolution, generator, random_mean=self.random_mean)
+            sigma, tau, exponent = INITIAL_FIELDS[self.initial_field]
+            u0 = sample_initial_conditions(count, self.solver_resolution, generator, sigma=sigma, tau=tau,
+                                           exponent=exponent, random_mean=self.random_mean)
             solutions = progress.solved(
                 f"burgers {split} data at {self.solver_resolution} points", u0.split(batch_size),
                 lambda chunk: solve_burgers(chunk.to(device), viscosity=self.viscosity, final_time=self.final_time,
