@@ -24,6 +24,21 @@ def test_run_id_is_a_hash_of_the_whole_config():
     assert len(run_id(CONFIG)) == 16
 
 
+def test_a_changed_mixer_default_is_a_new_run(monkeypatch):
+    # A run keyed by the options given alone was served again after a default changed (mamba2's num_heads 4 -> None).
+    import tokenmix
+    from tokenmix.bench.config import RunConfig
+
+    config = RunConfig(task="mqar", mixer="mamba2", mixer_options={"state_size": 32})
+    stored = config.as_dict()
+    assert stored["mixer_options"] == {"state_size": 32}                 # what the run was asked for: its label
+    assert stored["mixer_defaults"] == tokenmix.spec("mamba2").options
+    before = run_id(stored)
+    spec = tokenmix.spec("mamba2")
+    monkeypatch.setitem(spec.options, "expand", 3)
+    assert run_id(config.as_dict()) != before
+
+
 def test_round_trip(store):
     key = store.start(CONFIG, ENVIRONMENT)
     row = store.get(key)

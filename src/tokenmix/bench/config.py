@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+import tokenmix
 from tokenmix.errors import MixerInputError
 from tokenmix.tasks import create_task
 
@@ -72,13 +73,16 @@ class RunConfig:
     training: TrainingSettings = TrainingSettings()
 
     def as_dict(self) -> dict[str, Any]:
-        """The stored form: task parameters completed with their defaults, so equal runs hash equally."""
+        """The stored form: task parameters completed with their defaults, so equal runs hash equally; the mixer's
+        option defaults are stored beside the options given, so a run made before a default changed is not served
+        as the run of the new default (the options given alone label the run in reports)."""
         return {
             "kind": "train",
             "task": self.task,
             "task_params": create_task(self.task, **self.task_params).params(),
             "mixer": self.mixer,
             "mixer_options": dict(self.mixer_options),
+            "mixer_defaults": dict(tokenmix.spec(self.mixer).options),
             "model": dataclasses.asdict(self.model),
             "training": dataclasses.asdict(self.training),
         }
