@@ -185,4 +185,3 @@ def _owning(state: State) -> State:
     `forward` (not per `step`, whose buffers are the state's size already)."""
     return {key: value if value.untyped_storage().nbytes() == value.numel() * value.element_size()
             else value.clone(memory_format=torch.contiguous_format) for key, value in state.items()}
-

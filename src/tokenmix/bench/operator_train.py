@@ -203,7 +203,8 @@ def train_operator(*, task: str = "burgers", mixer: str = "fno", resolution: int
 
     result = {
         "task": task, "task_options": task_options or {}, "mixer": mixer, "resolution": resolution,
-        "solver_resolution": solver_resolution, "num_train": num_train, "num_test": num_test, "width": width, "depth": depth, "modes": modes,
+        "solver_resolution": solver_resolution, "num_train": num_train, "num_test": num_test, "width": width,
+        "depth": depth, "modes": modes,
         "epochs": epochs, "step_every": step_every, "normalize": normalize, "coordinates": coordinates,
         "schedule": schedule, "max_lr": (max_lr or lr) if schedule == "onecycle" else None,
         "parameters": sum(p.numel() for p in model.parameters()),
