@@ -256,6 +256,7 @@ def chunk_efficiency(sizes: Sizes, min_run_time: float, matmul_flops: float) -> 
             _progress(f"{member}: chunk C={chunk_size} forward+backward at L={sizes.efficiency_length}")
             flops = count_flops(call)
             efficiency[member][chunk_size] = flops / seconds(call, min_run_time) / matmul_flops
+    _progress("batched score products at each chunk size (the BLAS ceiling)")
     ceiling = {member: {c: score_matmul_rate(member, sizes, c, min_run_time) / matmul_flops
                         for c in sizes.chunk_sizes} for member in MEMBERS}
     rows = []

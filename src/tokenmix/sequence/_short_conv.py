@@ -19,7 +19,7 @@ def causal_conv(u: Tensor, kernel: Tensor, history: Tensor | None = None, *, imp
     if history is None:
         return y, None
     keep = kernel.shape[-1] - 1
-    recent = u[..., max(u.shape[-1] - keep, 0):] if keep else u[..., :0]   # only the inputs the cache keeps
+    recent = u[..., max(u.shape[-1] - keep, 0):]   # only the inputs the cache keeps (none when keep is 0)
     full = torch.cat([history.to(u.dtype), recent], dim=-1)
     return y, full[..., full.shape[-1] - keep:].to(history.dtype)
 
