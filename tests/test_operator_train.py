@@ -143,3 +143,26 @@ def test_progress_lines_go_to_stderr(capsys):
     lines = [line for line in captured.err.splitlines() if "epoch" in line]
     assert len(lines) == 2 and lines[-1].startswith("burgers fno: epoch 2/2") and " lr " in lines[-1]
     assert captured.out == ""
+
+
+def test_a_finished_run_evaluates_new_resolutions_without_training_again(tmp_path, monkeypatch):
+    trained = train_operator(**TINY, checkpoint_every=2, checkpoint_dir=tmp_path)
+
+    def no_training(self, *args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(torch.optim.Adam, "step", no_training)
+    again = train_operator(**dict(TINY, eval_resolutions=(32, 64)), checkpoint_every=2, checkpoint_dir=tmp_path)
+    assert set(again["test_relative_l2_at"]) == {"32", "64"} and "read_back_from" in again
+    assert again["test_relative_l2_at"]["32"] == trained["test_relative_l2_at"]["32"]  # the same weights
+    assert again["test_relative_l2"] == trained["test_relative_l2"]
+    # the same test draws solved again at the training data's grid: the same numbers; at a finer grid, new ones
+    same = train_operator(**dict(TINY, eval_resolutions=(32,), eval_solver_resolution=64), checkpoint_dir=tmp_path)
+    assert same["test_relative_l2_at"] == trained["test_relative_l2_at"] and same["eval_solver_resolution"] == 64
+    finer = train_operator(**dict(TINY, eval_resolutions=(32, 128), eval_solver_resolution=128),
+                           checkpoint_dir=tmp_path)
+    assert set(finer["test_relative_l2_at"]) == {"32", "128"}
+    assert all(0 < error < 10 for error in finer["test_relative_l2_at"].values())
+    # the stored result now holds the last evaluation, so asking for it again reads it back
+    assert train_operator(**dict(TINY, eval_resolutions=(32, 128), eval_solver_resolution=128),
+                          checkpoint_dir=tmp_path)["test_relative_l2_at"] == finer["test_relative_l2_at"]
