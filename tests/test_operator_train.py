@@ -166,3 +166,20 @@ def test_a_finished_run_evaluates_new_resolutions_without_training_again(tmp_pat
     # the stored result now holds the last evaluation, so asking for it again reads it back
     assert train_operator(**dict(TINY, eval_resolutions=(32, 128), eval_solver_resolution=128),
                           checkpoint_dir=tmp_path)["test_relative_l2_at"] == finer["test_relative_l2_at"]
+
+
+def test_a_run_saved_under_the_key_that_held_its_evaluations_is_found(tmp_path, monkeypatch):
+    from tokenmix.bench import operator_train as module
+    keyed = []
+    real = module.operator_checkpoint_path
+    monkeypatch.setattr(module, "operator_checkpoint_path", lambda settings, folder=None: keyed.append(settings)
+                        or real(settings, folder))
+    trained = train_operator(**TINY, checkpoint_dir=tmp_path)
+    current, legacy = keyed[:2]
+    assert legacy == {**current, "eval_resolutions": TINY["eval_resolutions"]}  # the old key: evaluations in it
+    (saved,) = tmp_path.glob("operator-*.safetensors")
+    assert saved == real(current, tmp_path)
+    saved.replace(real(legacy, tmp_path))                               # as an older version left it
+    again = train_operator(**TINY, checkpoint_dir=tmp_path)
+    assert "read_back_from" in again and again["test_relative_l2"] == trained["test_relative_l2"]
+    assert list(tmp_path.glob("operator-*.safetensors")) == [saved]     # moved to the current name

@@ -139,7 +139,12 @@ def train_operator(*, task: str = "burgers", mixer: str = "fno", resolution: int
     if not task_options:  # runs without task options keep the checkpoint keys they had before the option
         settings.pop("task_options")
     settings["data"] = data.cache_path.name  # the data's generator version and parameters: new data, new run
-    path = operator_checkpoint_path(settings, None if checkpoint_dir is None else Path(checkpoint_dir))
+    folder = None if checkpoint_dir is None else Path(checkpoint_dir)
+    path = operator_checkpoint_path(settings, folder)
+    # runs saved while the evaluations were part of the key are found under that name and moved
+    legacy = operator_checkpoint_path({**settings, "eval_resolutions": eval_resolutions}, folder)
+    if not path.is_file() and legacy.is_file():
+        legacy.replace(path)
     finished = read_finished_result(path) if resume else None
     if finished is not None and _evaluated_as(finished, eval_resolutions, eval_solver_resolution):
         return {**finished, "read_back_from": str(path)}
