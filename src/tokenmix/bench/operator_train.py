@@ -183,7 +183,7 @@ def train_operator(*, task: str = "burgers", mixer: str = "fno", resolution: int
     def zero_shot() -> dict[str, Any]:
         """The errors at `eval_resolutions` (on the finer test set with `eval_solver_resolution`)."""
         split_at = data.split
-        if eval_solver_resolution is not None:
+        if eval_solver_resolution is not None and eval_resolutions:  # nothing to evaluate: nothing to solve
             finer = create_task(task, resolution=eval_solver_resolution, solver_resolution=eval_solver_resolution,
                                 num_train_examples=1, num_test_examples=num_test, **(task_options or {}))
             split_at = finer.split
