@@ -80,8 +80,10 @@ def test_crossover_bench_runs_and_reads_its_rows():
 
     rows = measure(sizes=(8,), kernels=(3, 5), channels=2, repeats=1)
     assert [(r["size"], r["kernel"]) for r in rows] == [(8, 3), (8, 5)]
-    tuned = measure(sizes=(8,), kernels=(3,), channels=2, repeats=1, autotune=True)  # auto: the autotuner's pick
-    assert tuned[0]["auto"] in ("direct", "fft") and tuned[0]["auto_ratio"] >= 1.0
+    from tokenmix.ops.conv import prefers_fft
+
+    modelled = measure(sizes=(8,), kernels=(3, 5), channels=2, repeats=1, cost_model=True)  # the cost model's pick
+    assert [r["auto"] for r in modelled] == ["fft" if prefers_fft((8, 8), (k, k)) else "direct" for k in (3, 5)]
     for r in rows:  # the ratio is the picked form's time over the faster one's: 1 when auto picked the faster
         assert r["auto"] in ("direct", "fft")
         assert r["auto_ratio"] == r[r["auto"]] / min(r["direct"], r["fft"]) >= 1.0
@@ -114,39 +116,103 @@ def test_autotune_times_both_forms_and_keeps_the_faster(monkeypatch):
     def fast():
         calls["fast"] += 1
 
+    forms = {"slow": slow, "fast": fast}
     conv_autotune.forget()
-    assert conv_autotune.choose(("key",), {"slow": slow, "fast": fast}, torch.device("cpu")) == "fast"
+    assert conv_autotune.choose(("key",), forms, torch.device("cpu")) == "fast"
     assert calls == {"slow": 1 + conv_autotune.ROUNDS, "fast": 1 + conv_autotune.ROUNDS}  # warm-up, then rounds
-    assert conv_autotune.choose(("key",), {"slow": slow, "fast": fast}, torch.device("cpu")) == "fast"
+    assert conv_autotune.choose(("key",), forms, torch.device("cpu")) == "fast"
     assert calls["slow"] == 1 + conv_autotune.ROUNDS                                      # remembered: not timed again
+    monkeypatch.setattr(conv_autotune, "_choices", {})   # a new process on the same machine: read, not timed
+    assert conv_autotune.choose(("key",), forms, torch.device("cpu")) == "fast"
+    assert calls["slow"] == 1 + conv_autotune.ROUNDS
+    conv_autotune.forget()                                # forgotten on disk too: the next choice is timed
+    assert conv_autotune.choose(("key",), forms, torch.device("cpu")) == "fast"
+    assert calls["slow"] == 2 * (1 + conv_autotune.ROUNDS)
     conv_autotune.forget()
 
 
-def test_auto_with_autotuning_runs_the_measured_form(monkeypatch):
+def test_autotune_keeps_choices_per_machine(monkeypatch, tmp_path):
+    import json
+
+    from tokenmix.ops import conv_autotune
+
+    monkeypatch.setenv("TOKENMIX_CACHE", str(tmp_path))
+    conv_autotune.forget()
+    forms = {"direct": lambda: None, "fft": lambda: None}
+    monkeypatch.setattr(conv_autotune, "_fastest", lambda forms, device: "fft")
+    assert conv_autotune.choose(("key",), forms, torch.device("cpu")) == "fft"
+    stored = json.loads((tmp_path / conv_autotune.FILE_NAME).read_text())
+    assert stored == {conv_autotune._machine_prefix() + repr(("key",)): "fft"}
+    assert f"torch {torch.__version__}" in next(iter(stored))
+    # a choice kept on another machine is not this machine's: it is measured here, and the other one stays
+    other = {"Another CPU | 64 cores | torch 0.0 | " + repr(("key",)): "direct"}
+    (tmp_path / conv_autotune.FILE_NAME).write_text(json.dumps(other))
+    monkeypatch.setattr(conv_autotune, "_choices", {})
+    monkeypatch.setattr(conv_autotune, "_fastest", lambda forms, device: "direct")
+    assert conv_autotune.choose(("key",), forms, torch.device("cpu")) == "direct"
+    conv_autotune.forget()
+    assert json.loads((tmp_path / conv_autotune.FILE_NAME).read_text()) == other
+    # a file cut short, or a cache folder that cannot be written, measures and goes on
+    (tmp_path / conv_autotune.FILE_NAME).write_text('{"cut')
+    assert conv_autotune.choose(("other key",), forms, torch.device("cpu")) == "direct"
+    monkeypatch.setenv("TOKENMIX_CACHE", "/proc/no-such-folder")
+    assert conv_autotune.choose(("third key",), forms, torch.device("cpu")) == "direct"
+    conv_autotune.forget()
+
+
+def test_auto_runs_the_measured_form(monkeypatch):
     from tokenmix.ops import conv_autotune
     from tokenmix.ops.conv import conv
 
     x, w = torch.randn(1, 3, 9, 7), torch.randn(3, 1, 5, 5)
-    conv_autotune.forget()
+    monkeypatch.setattr(conv_autotune, "_enabled", None)
+    monkeypatch.delenv("TOKENMIX_CONV_AUTOTUNE", raising=False)
     for measured in ("direct", "fft"):  # the measurement's verdict, whichever form it is, is the one that runs
         monkeypatch.setattr(conv_autotune, "_fastest", lambda forms, device, measured=measured: measured)
         conv_autotune.forget()
-        with conv_autotune.on():
-            got = conv(x, w, groups=3, impl="auto")
+        got = conv(x, w, groups=3, impl="auto")  # measured by default
         assert conv_autotune.choices() == {conv_autotune.problem_key(x, w, 3, 1): measured}
         assert torch.equal(got, conv(x, w, groups=3, impl=measured))
-    assert not conv_autotune.enabled()  # `on()` restores the setting it found
     conv_autotune.forget()
+    conv_autotune.enable(False)
     conv(x, w, groups=3, impl="auto")     # off: the cost model decides and nothing is measured or remembered
     assert conv_autotune.choices() == {}
+    with conv_autotune.on():
+        conv(x, w, groups=3, impl="auto")
+    assert list(conv_autotune.choices().values()) == ["fft"]
+    assert not conv_autotune.enabled()  # `on()` restores the setting it found
+    conv_autotune.forget()
 
 
 def test_autotune_follows_the_environment(monkeypatch):
     from tokenmix.ops import conv_autotune
 
     monkeypatch.setattr(conv_autotune, "_enabled", None)
-    monkeypatch.setenv("TOKENMIX_CONV_AUTOTUNE", "1")
-    assert conv_autotune.enabled()
-    monkeypatch.setattr(conv_autotune, "_enabled", None)
-    monkeypatch.setenv("TOKENMIX_CONV_AUTOTUNE", "0")
-    assert not conv_autotune.enabled()
+    monkeypatch.delenv("TOKENMIX_CONV_AUTOTUNE", raising=False)
+    assert conv_autotune.enabled()          # on by default
+    for value, expected in (("1", True), ("0", False), ("off", False)):
+        monkeypatch.setattr(conv_autotune, "_enabled", None)
+        monkeypatch.setenv("TOKENMIX_CONV_AUTOTUNE", value)
+        assert conv_autotune.enabled() is expected
+
+
+def test_autotune_measures_outside_a_flop_counter_and_not_while_tracing(monkeypatch):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from tokenmix.ops import conv_autotune
+    from tokenmix.ops.conv import conv, prefers_fft
+
+    x, w = torch.randn(1, 4, 12, 12), torch.randn(4, 1, 5, 5)
+    monkeypatch.setattr(conv_autotune, "_enabled", True)
+    conv_autotune.forget()
+    with FlopCounterMode(display=False) as first:     # the first call measures both forms
+        conv(x, w, groups=4, impl="auto")
+    picked = conv_autotune.choices()[conv_autotune.problem_key(x, w, 4, 1)]
+    with FlopCounterMode(display=False) as alone:
+        conv(x, w, groups=4, impl=picked)
+    assert first.get_total_flops() == alone.get_total_flops()   # the counter saw one call of the picked form
+    conv_autotune.forget()
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)   # tracing: the cost model, nothing kept
+    got = conv(x, w, groups=4, impl="auto")
+    modelled = "fft" if prefers_fft((12, 12), (5, 5)) else "direct"
+    assert torch.equal(got, conv(x, w, groups=4, impl=modelled)) and conv_autotune.choices() == {}

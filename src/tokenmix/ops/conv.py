@@ -13,9 +13,10 @@ Forms (`impl`):
 * `direct`: `F.conv{1,2,3}d` on the padded input (cuDNN / oneDNN);
 * `fft`: the linear convolution by real FFTs of size ≥ n + d·(k - 1) per axis (no wrap-around), cropped to
   the 'same' window; cost independent of the kernel size, so it wins for large kernels;
-* `auto`: `fft` where a cost model fitted to measured times says it is faster (`prefers_fft`: large kernels,
-  the more so at high resolution), else `direct`; with autotuning on (`tokenmix.ops.conv_autotune`), the form
-  measured faster on this device for this very problem, timed on its first call and remembered.
+* `auto`: the form measured faster on this machine for this very problem, timed on its first call and kept in
+  the cache folder (`tokenmix.ops.conv_autotune`); with that off (`TOKENMIX_CONV_AUTOTUNE=0`), `fft` where a cost
+  model fitted to measured times says it is faster (`prefers_fft`: large kernels, the more so at high
+  resolution), else `direct`.
 
 Inputs in bf16/fp16 are computed in float32 and returned in their own dtype.
 """
@@ -42,6 +43,8 @@ IMPLS = ("reference", "direct", "fft")
 # the worst time of the picked form over the faster form's in `python -m tokenmix.bench.conv_crossover --repeats 5`
 # (depthwise, 32 channels, float32, 1 thread, 2-core CPU, quiet: 2026-11-22): 26.7 gives a worst 1.18× (at 32 px,
 # k = 31: 1.34 against 1.14 ms, where single timings scatter by ~15%), the earlier 30 gave 1.52× (32 px, k = 41).
+# The crossover moves with the machine (on a 2-core AMD EPYC this ratio's worst pick was 1.40×), so `auto` measures
+# by default and the cost model is what it falls back to with autotuning off.
 FFT_COST_RATIO = 26.7
 
 _CONVOLUTIONS = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
@@ -72,11 +75,13 @@ def conv(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, groups: int =
 
 
 def _auto(x: Tensor, weight: Tensor, groups: int, dilation: int) -> str:
+    modelled = "fft" if prefers_fft(x.shape[2:], weight.shape[2:], dilation) else "direct"
     if conv_autotune.enabled():
         forms = {"direct": lambda: _direct(x, weight, groups, dilation),
                  "fft": lambda: _fft(x, weight, groups, dilation)}
-        return conv_autotune.choose(conv_autotune.problem_key(x, weight, groups, dilation), forms, x.device)
-    return "fft" if prefers_fft(x.shape[2:], weight.shape[2:], dilation) else "direct"
+        return conv_autotune.choose(conv_autotune.problem_key(x, weight, groups, dilation), forms, x.device,
+                                    fallback=modelled)
+    return modelled
 
 
 def _direct(x: Tensor, weight: Tensor, groups: int, dilation: int) -> Tensor:
