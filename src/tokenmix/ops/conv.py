@@ -43,7 +43,7 @@ IMPLS = ("reference", "direct", "fft")
 # the worst time of the picked form over the faster form's in `python -m tokenmix.bench.conv_crossover --repeats 5`
 # (depthwise, 32 channels, float32, 1 thread, 2-core CPU, quiet: 2026-11-22): 26.7 gives a worst 1.18× (at 32 px,
 # k = 31: 1.34 against 1.14 ms, where single timings scatter by ~15%), the earlier 30 gave 1.52× (32 px, k = 41).
-# The crossover moves with the machine (on a 2-core AMD EPYC this ratio's worst pick was 1.40×), so `auto` measures
+# The crossover moves with the machine (on a 2-core AMD EPYC this ratio's worst pick was 1.78×), so `auto` measures
 # by default and the cost model is what it falls back to with autotuning off.
 FFT_COST_RATIO = 26.7
 

@@ -15,7 +15,8 @@ choices, in memory and on disk.
 
 Why measure: where the FFT overtakes the direct form depends on the machine. The cost model `conv.prefers_fft` was
 fitted on one 2-core Intel Xeon (worst pick 1.18× the faster form there); on a 2-core AMD EPYC its worst pick was
-1.40×, where the measured choice stayed within 1.00× (docs/performance.md, issue 7). Off, `auto` follows that
+1.78×, where the measured choice was the faster form at every point of its own run, and within 1.15× in a later
+process, at a point where the two forms trade places between runs (docs/performance.md, issue 7). Off, `auto` follows that
 cost model: no measurement and the same form on every machine.
 """
 
