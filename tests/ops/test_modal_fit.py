@@ -58,7 +58,9 @@ def test_refinement_lowers_a_poor_pencil_fit_and_never_raises_one():
                            torch.exp(-((t - 20) / 6) ** 2)])          # a bump, far from two damped modes
     pencil = fit_modal(filters, 2)[3]
     poles, residues, direct, refined = fit_modal(filters, 2, refine=50)
-    assert (refined <= pencil).all() and refined[2] < 0.9 * pencil[2]   # 0.589 → 0.489 when written
+    # `pencil` comes from a second call, whose float64 sums MKL may round differently in the last bits (its results
+    # depend on the buffers' alignment): a filter whose refinement was not kept can read 1 ulp above it (seen 2 in 300)
+    assert (refined <= pencil * (1 + 1e-12)).all() and refined[2] < 0.9 * pencil[2]   # 0.589 → 0.489-0.499
     assert (poles.abs() <= 1 - 1e-6 + 1e-12).all()
     fitted = modal_filter(poles, residues, direct, 64)
     torch.testing.assert_close((fitted - filters).norm(dim=-1) / filters.norm(dim=-1), refined)
