@@ -75,13 +75,13 @@ def conv(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, groups: int =
 
 
 def _auto(x: Tensor, weight: Tensor, groups: int, dilation: int) -> str:
-    modelled = "fft" if prefers_fft(x.shape[2:], weight.shape[2:], dilation) else "direct"
     if conv_autotune.enabled():
         forms = {"direct": lambda: _direct(x, weight, groups, dilation),
                  "fft": lambda: _fft(x, weight, groups, dilation)}
-        return conv_autotune.choose(conv_autotune.problem_key(x, weight, groups, dilation), forms, x.device,
-                                    fallback=modelled)
-    return modelled
+        measured = conv_autotune.choose(conv_autotune.problem_key(x, weight, groups, dilation), forms, x.device)
+        if measured is not None:
+            return measured
+    return "fft" if prefers_fft(x.shape[2:], weight.shape[2:], dilation) else "direct"
 
 
 def _direct(x: Tensor, weight: Tensor, groups: int, dilation: int) -> Tensor:

@@ -23,6 +23,7 @@ cost model: no measurement and the same form on every machine.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -88,22 +89,21 @@ def problem_key(x: Tensor, weight: Tensor, groups: int, dilation: int) -> tuple:
             groups, dilation)
 
 
-def choose(key: tuple, forms: dict[str, Callable[[], object]], device: torch.device,
-           fallback: str | None = None) -> str:
+def choose(key: tuple, forms: dict[str, Callable[[], object]], device: torch.device) -> str | None:
     """The form kept for `key` on this machine, or the faster of `forms` (name → call) timed now and kept.
 
-    Where timing means nothing, `fallback` (default: the first form) is returned without measuring or keeping:
-    while torch.compile or the JIT traces, and on the meta device."""
+    None where timing means nothing (while torch.compile or the JIT traces, and on the meta device): nothing is
+    measured or kept, and the caller picks by other means."""
     if key not in _choices:
+        stored = _read()
         stored_key = _machine_prefix(device) + repr(key)
-        stored = _read().get(stored_key)
-        if stored in forms:
-            _choices[key] = stored
+        if stored.get(stored_key) in forms:
+            _choices[key] = stored[stored_key]
         elif _cannot_time(device):
-            return fallback or next(iter(forms))
+            return None
         else:
             _choices[key] = _fastest(forms, device)
-            _write({**_read(), stored_key: _choices[key]})
+            _write({**stored, stored_key: _choices[key]})
     return _choices[key]
 
 
@@ -138,6 +138,7 @@ def _machine_prefix(device: torch.device | None = None) -> str:
     return f"{name} | {os.cpu_count()} cores | torch {torch.__version__} | "
 
 
+@functools.cache
 def _cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
