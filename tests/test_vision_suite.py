@@ -1,11 +1,11 @@
-"""The vision suite: every vision grid mixer (no neural operator) with 3 seeds, each one buildable at its options."""
+"""The vision suites: every vision grid mixer (no neural operator) with 3 seeds, each one buildable at its options."""
 
 from __future__ import annotations
 
 import torch
 
 import tokenmix
-from tokenmix.bench.suites import SUITES, VISION_LAST, vision_suite
+from tokenmix.bench.suites import SUITES, VISION_LAST, vision_options, vision_shapes_suite, vision_suite
 from tokenmix.bench.train import build_model
 from tokenmix.tasks import create_task
 
@@ -31,3 +31,23 @@ def test_every_vision_suite_model_builds_at_its_options_and_runs_on_digits_image
     for run in vision_suite().runs[:len(vision_suite().runs) // 3]:
         model = build_model(run, task)
         assert model(images).shape == (2, 10), run.mixer
+
+
+def test_the_grid_options_fit_kernels_windows_and_resolutions_to_the_grid():
+    four, eight = vision_options(4), vision_options(8)
+    assert four["replknet"] == {"kernel_size": 7, "small_kernel_size": 3} and eight["replknet"]["kernel_size"] == 15
+    assert four["gfnet"] == {"resolution": 4} and eight["levit_attention"] == {"resolution": 8}
+    assert four["swin_attention"] == {"window_size": 2} and eight["swin_attention"] == {"window_size": 4}
+    assert four["neighborhood_attention"]["kernel_size"] == 3 and eight["neighborhood_attention"]["kernel_size"] == 5
+    assert eight["unireplknet"] == {"kernel_size": 13}  # its default, already below 2 * 8 - 1
+
+
+def test_the_shapes_suite_runs_every_vision_mixer_on_an_eight_by_eight_grid():
+    runs = SUITES["vision-shapes"]().runs
+    assert [run.mixer for run in runs] == [run.mixer for run in vision_suite().runs]
+    assert {(run.task, run.task_params["size"], run.model.patch_size) for run in runs} == {("global_shapes", 16, 2)}
+    task = create_task("global_shapes", **runs[0].task_params)
+    images = torch.rand(2, 1, 16, 16)
+    for run in vision_shapes_suite().runs[:len(runs) // 3]:
+        model = build_model(run, task)
+        assert model(images).shape == (2, 2), run.mixer

@@ -193,8 +193,9 @@ def train(
 @app.command()
 @user_errors
 def bench(
-    suite: str = typer.Option("quick", help="quick (minutes on 2 CPU cores), standard (hours on a CPU) or full "
-                                            "(a GPU or a cluster)."),
+    suite: str = typer.Option("quick", help="quick (minutes on 2 CPU cores), standard (hours on a CPU), full "
+                                            "(a GPU or a cluster), or the vision tables: vision (digits), "
+                                            "vision-shapes (global shapes)."),
     lr: Optional[str] = typer.Option(None, "--lr", help="Sweep these learning rates over every run (1e-3,3e-3)."),
     seed: Optional[str] = typer.Option(None, help="Run every run with each of these seeds (0,1,2)."),
     speed: bool = typer.Option(True, "--speed/--no-speed", help="Run the suite's speed sweep too."),

@@ -10,7 +10,8 @@
 - `standard`: hours on a CPU. The main mixers on MQAR at two widths, Zoology's (length, pairs) grid, the synthetic
   recall tasks and the small classification tasks, over a learning-rate sweep and 3 seeds.
 - `vision`: every vision grid mixer in the MetaFormer backbone on digits as 8×8 images (patch 2), 3 seeds, with the
-  forward throughput of each trained model (issues 7 and 8); see `vision_suite`.
+  forward throughput of each trained model (issues 7 and 8); see `vision_suite`. `vision-shapes`: the same on the
+  global-shapes task (16×16 images, patch 2); see `vision_shapes_suite`.
 - `full`: for a GPU or a cluster. Every causal sequence mixer on the full MQAR grid at three widths, four learning
   rates, 3 seeds, and the long-range tasks.
 
@@ -128,32 +129,54 @@ def full_suite() -> Suite:
     return Suite("full", runs, speed)
 
 
-# The vision suite (issues 7 and 8): every vision grid mixer in one isotropic MetaFormer on digits as 8×8 images.
-# Patch 2: the mixers see a 4×4 grid of 2×2 patches. With patch 1 (an 8×8 grid) the pooled features of a fresh model
-# depend on little more than each image's histogram of pixel values, and every mixer sat at chance (loss ln 10) for
-# the first 100-150 steps (depthwise_conv, afno; width 32, batch 32, lr 3e-3 or 1e-2); with patch 2 depthwise_conv
-# reaches 89% in 200 steps, vit_attention 53%, afno 36% (one seed), so the budget separates the mixers.
+# The vision suites (issues 7 and 8): every vision grid mixer in one isotropic MetaFormer (width 32, 2 blocks, MLP ×4)
+# on an image task, 3 seeds at one learning rate, each run also measuring its model's forward images per second.
+#
+# `vision` (digits): patch 2, so the mixers see a 4×4 grid of 2×2 patches. With patch 1 (an 8×8 grid) the pooled
+# features of a fresh model depend on little more than each image's histogram of pixel values, and every mixer sat at
+# chance (loss ln 10) for the first 100-150 steps (depthwise_conv, afno; width 32, batch 32, lr 3e-3 or 1e-2); with
+# patch 2 depthwise_conv reaches 89% in 200 steps, vit_attention 53%, afno 36% (one seed), so the budget separates
+# the mixers.
+#
+# `vision-shapes` (global_shapes, 16×16 images, the shapes ≥ 8 pixels apart): patch 2, an 8×8 grid. A pilot at 300
+# steps of 32 (seed 0, 2026-12-07) gave depthwise_conv, vit_attention and dcnv4 100% and gfnet 58%, at 8-17 s of CPU a
+# run. With patch 1 (a 16×16 grid) vit_attention needed 1,500 steps at lr 1e-3 (docs/quality.md), 5× the budget.
 VISION_MODEL = ModelSettings(dim=32, depth=2, mlp_ratio=4.0, patch_size=2)
 VISION_TRAINING = TrainingSettings(steps=200, batch_size=32, learning_rate=3e-3, weight_decay=0.1, warmup_steps=20,
                                    eval_every=200)
+SHAPES_TRAINING = TrainingSettings(steps=300, batch_size=32, learning_rate=3e-3, weight_decay=0.1, warmup_steps=30,
+                                   eval_every=300)
+SHAPES_PARAMS = {"view": "image", "size": 16, "min_separation": 8, "num_train_examples": 4000,
+                 "num_test_examples": 500}
 VISION_SEEDS = (0, 1, 2)
-# Options that fit a mixer to the 4×4 grid (the others run at their defaults). A 7×7 kernel reaches every position
-# from every position of a 4×4 grid, so larger kernels (31, 51) only add weights that never touch it; mixers with
-# weights for a fixed resolution are built for 4×4; local attention keeps windows smaller than the grid (Swin: 2×2
-# windows of 2; Halo: blocks of 2 with a halo of 1; neighborhood: 3×3, with its reference form, which costs 1/16 of
-# its `gather` form at these sizes: 0.088 s against 1.40 s of CPU per training step measured at 8×8, batch 64).
-VISION_OPTIONS: dict[str, dict] = {
-    "replknet": {"kernel_size": 7, "small_kernel_size": 3}, "slak": {"kernel_size": 7, "small_kernel_size": 3},
-    "smpconv": {"kernel_size": 7}, "unireplknet": {"kernel_size": 7}, "dcls": {"dilated_kernel_size": 7},
-    "gfnet": {"resolution": 4}, "grid_token_mlp": {"resolution": 4}, "gmlp": {"resolution": 4},
-    "resmlp": {"resolution": 4}, "levit_attention": {"resolution": 4}, "swin_attention": {"window_size": 2},
-    "halo_attention": {"block_size": 2, "halo_size": 1},
-    "neighborhood_attention": {"kernel_size": 3, "impl": "reference"},
-    "ss2d": {"impl": "blocked"},
-}
 # Run after the others of each seed: ss2d costs 2.3 s of CPU per training step at 8×8 and batch 64 with its fastest
 # form (`blocked`; `auto` 17 s), about 30× the median mixer, so a stopped suite loses it first.
 VISION_LAST = ("ss2d",)
+
+
+def vision_options(side: int) -> dict[str, dict]:
+    """Options that fit a mixer to a `side × side` grid (the others run at their defaults).
+
+    - Large kernels: 2·side − 1 reaches every position from every position, so larger kernels (31, 51) only add
+      weights that never touch the image (7 on a 4×4 grid, 15 on 8×8); the small parallel branch is 3 below 8×8.
+    - Mixers with weights for a fixed resolution are built for the grid.
+    - Local attention keeps windows smaller than the grid: Swin windows of side / 2; Halo blocks of side / 2 with a
+      halo of 1; neighborhood windows of side / 2 + 1 (3×3 on 4×4), with its reference form, which costs 1/16 of its
+      `gather` form at these sizes (0.088 s against 1.40 s of CPU per training step measured at 8×8, batch 64).
+    - ss2d runs its fastest form here, `blocked`."""
+    kernel, small = 2 * side - 1, 3 if side < 8 else 5
+    return {
+        "replknet": {"kernel_size": kernel, "small_kernel_size": small},
+        "slak": {"kernel_size": kernel, "small_kernel_size": small}, "smpconv": {"kernel_size": kernel},
+        "unireplknet": {"kernel_size": min(13, kernel)}, "dcls": {"dilated_kernel_size": min(13, kernel)},
+        **{name: {"resolution": side} for name in ("gfnet", "grid_token_mlp", "gmlp", "resmlp", "levit_attention")},
+        "swin_attention": {"window_size": side // 2}, "halo_attention": {"block_size": side // 2, "halo_size": 1},
+        "neighborhood_attention": {"kernel_size": side // 2 + 1, "impl": "reference"},
+        "ss2d": {"impl": "blocked"},
+    }
+
+
+VISION_OPTIONS = vision_options(4)  # digits at patch 2
 
 
 def vision_mixers() -> list[str]:
@@ -164,20 +187,29 @@ def vision_mixers() -> list[str]:
     return [name for name in names if name not in VISION_LAST] + [name for name in VISION_LAST if name in names]
 
 
+def _vision_runs(task: str, params: dict, training: TrainingSettings, options: dict[str, dict]) -> list[RunConfig]:
+    """Every vision mixer on `task`, seed-major (a stopped suite leaves whole seeds)."""
+    return [RunConfig(task=task, mixer=mixer, task_params=dict(params), mixer_options=dict(options.get(mixer, {})),
+                      model=VISION_MODEL, training=dataclasses.replace(training, seed=seed))
+            for seed in VISION_SEEDS for mixer in vision_mixers()]
+
+
 def vision_suite() -> Suite:
     """Accuracy against forward throughput: every vision mixer on digits as 8×8 images (patch 2, so a 4×4 grid;
     width 32, 2 blocks), 3 seeds at one learning rate, 200 steps of 32 (about 4.5 epochs of the 1,437 training
     images); each run also measures its model's forward images per second (batch 250, `bench/throughput.py`).
-    Seed-major, so a stopped suite leaves whole seeds. About 15-20 minutes of one core when the machine is quiet."""
-    runs = [RunConfig(task="digits", mixer=mixer, task_params={"view": "image"},
-                      mixer_options=dict(VISION_OPTIONS.get(mixer, {})), model=VISION_MODEL,
-                      training=dataclasses.replace(VISION_TRAINING, seed=seed))
-            for seed in VISION_SEEDS for mixer in vision_mixers()]
-    return Suite("vision", runs)
+    About 15-20 minutes of one core when the machine is quiet."""
+    return Suite("vision", _vision_runs("digits", {"view": "image"}, VISION_TRAINING, VISION_OPTIONS))
+
+
+def vision_shapes_suite() -> Suite:
+    """The same on the global-receptive-field task: global_shapes at 16×16 (the shapes at least 8 pixels apart,
+    4,000 training images), patch 2 (an 8×8 grid), 300 steps of 32 (2.4 epochs)."""
+    return Suite("vision-shapes", _vision_runs("global_shapes", SHAPES_PARAMS, SHAPES_TRAINING, vision_options(8)))
 
 
 SUITES: dict[str, Callable[[], Suite]] = {"quick": quick_suite, "standard": standard_suite, "full": full_suite,
-                                          "vision": vision_suite}
+                                          "vision": vision_suite, "vision-shapes": vision_shapes_suite}
 
 
 def run_suite(configs: list[RunConfig], store: ResultsStore, *, progress: bool | None = None,
