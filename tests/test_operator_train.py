@@ -82,6 +82,19 @@ def test_cli_preset_with_overrides(capsys):
     assert json.loads(capsys.readouterr().out)["normalize"] is False
 
 
+def test_the_fast_burgers_preset_trains_coarser_than_it_is_evaluated(capsys):
+    fast, paper = PRESETS["burgers-fast"], PRESETS["burgers-paper"]
+    assert fast["resolution"] < min(fast["eval_resolutions"]) and max(fast["eval_resolutions"]) == 1024
+    assert {key: fast[key] for key in ("width", "depth", "modes", "batch_size", "num_train")} == {
+        key: paper[key] for key in ("width", "depth", "modes", "batch_size", "num_train")}  # the paper's model
+    main(["--preset", "burgers-fast", "--resolution", "16", "--solver-resolution", "64", "--num-train", "4",
+          "--num-test", "2", "--width", "4", "--depth", "1", "--modes", "2", "--epochs", "1",
+          "--eval-resolutions", "32", "64"])
+    result = json.loads(capsys.readouterr().out)
+    assert result["resolution"] == 16 and result["step_every"] == 25 and set(result["test_relative_l2_at"]) == {
+        "32", "64"}
+
+
 TINY = dict(task="burgers", resolution=16, solver_resolution=64, num_train=12, num_test=4, width=6, depth=1, modes=3,
             epochs=4, batch_size=4, step_every=1, eval_resolutions=(32,), progress_every=1)
 
