@@ -3,7 +3,7 @@ a reduced one, and report the test relative L2 error at the training resolution 
 retraining. Prints one JSON line.
 
     python -m tokenmix.bench.operator_train --mixer fno --resolution 1024 --epochs 500   # Burgers, the paper's protocol
-    python -m tokenmix.bench.operator_train --preset burgers-fast   # the same error at 1/6 of the compute (s = 256)
+    python -m tokenmix.bench.operator_train --preset burgers-fast   # trained at s = 256: 1/6 of the compute
     python -m tokenmix.bench.operator_train --preset darcy-paper    # Darcy, the paper's protocol (s = 85 from 421)
     python -m tokenmix.bench.operator_train --preset darcy-quick    # Darcy, a reduced protocol (minutes on a CPU)
 
@@ -50,8 +50,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "burgers-paper": dict(task="burgers", resolution=1024, solver_resolution=8192, num_train=1000, num_test=100,
                           width=64, depth=4, modes=16, epochs=500, step_every=50, batch_size=20, normalize=False),
     # The paper's model and schedule compressed 2× (×0.5 every 25 of 250 epochs), trained at s = 256 on data solved at
-    # 1024 and evaluated at 1024 without retraining: the same test error as the full protocol at s = 1024 (0.000308
-    # against 0.000306) at about 1/6 of its compute (docs/quality.md, "A faster recipe").
+    # 1024 and evaluated at 1024 without retraining: about 1/6 of burgers-paper's compute. Seed 0 matched the full
+    # protocol's error at 1024 (0.000308 against 0.000306); seeds spread it 3× (docs/quality.md, "Training at a
+    # coarser grid").
     "burgers-fast": dict(task="burgers", resolution=256, solver_resolution=1024, num_train=1000, num_test=100,
                          width=64, depth=4, modes=16, epochs=250, step_every=25, batch_size=20, normalize=False,
                          eval_resolutions=(512, 1024)),
