@@ -204,7 +204,7 @@ def vision_suite() -> Suite:
 
 def vision_shapes_suite() -> Suite:
     """The same on the global-receptive-field task: global_shapes at 16×16 (the shapes at least 8 pixels apart,
-    4,000 training images), patch 2 (an 8×8 grid), 300 steps of 32 (2.4 epochs). 50 minutes of one core beside
+    4,000 training images), patch 2 (an 8×8 grid), 300 steps of 32 (2.4 epochs). 53 minutes of one core beside
     other jobs (2026-12-07), a third of it ss2d's three runs."""
     return Suite("vision-shapes", _vision_runs("global_shapes", SHAPES_PARAMS, SHAPES_TRAINING, vision_options(8)))
 
