@@ -35,10 +35,17 @@ def test_every_vision_suite_model_builds_at_its_options_and_runs_on_digits_image
 
 def test_the_grid_options_fit_kernels_windows_and_resolutions_to_the_grid():
     four, eight = vision_options(4), vision_options(8)
-    assert four["replknet"] == {"kernel_size": 7, "small_kernel_size": 3} and eight["replknet"]["kernel_size"] == 15
-    assert four["gfnet"] == {"resolution": 4} and eight["levit_attention"] == {"resolution": 8}
-    assert four["swin_attention"] == {"window_size": 2} and eight["swin_attention"] == {"window_size": 4}
-    assert four["neighborhood_attention"]["kernel_size"] == 3 and eight["neighborhood_attention"]["kernel_size"] == 5
+    # the digits suite's options as they were written out before the rule: its runs keep their ids (and results)
+    assert four == {
+        "replknet": {"kernel_size": 7, "small_kernel_size": 3}, "slak": {"kernel_size": 7, "small_kernel_size": 3},
+        "smpconv": {"kernel_size": 7}, "unireplknet": {"kernel_size": 7}, "dcls": {"dilated_kernel_size": 7},
+        "gfnet": {"resolution": 4}, "grid_token_mlp": {"resolution": 4}, "gmlp": {"resolution": 4},
+        "resmlp": {"resolution": 4}, "levit_attention": {"resolution": 4}, "swin_attention": {"window_size": 2},
+        "halo_attention": {"block_size": 2, "halo_size": 1},
+        "neighborhood_attention": {"kernel_size": 3, "impl": "reference"}, "ss2d": {"impl": "blocked"}}
+    assert eight["replknet"] == {"kernel_size": 15, "small_kernel_size": 5} and eight["levit_attention"] == {
+        "resolution": 8}
+    assert eight["swin_attention"] == {"window_size": 4} and eight["neighborhood_attention"]["kernel_size"] == 5
     assert eight["unireplknet"] == {"kernel_size": 13}  # its default, already below 2 * 8 - 1
 
 
