@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 import tokenmix
-from tokenmix.bench.suites import SUITES, VISION_LAST, vision_options, vision_shapes_suite, vision_suite
+from tokenmix.bench.suites import SUITES, VISION_LAST, vision_options, vision_suite
 from tokenmix.bench.train import build_model
 from tokenmix.tasks import create_task
 
@@ -55,6 +55,6 @@ def test_the_shapes_suite_runs_every_vision_mixer_on_an_eight_by_eight_grid():
     assert {(run.task, run.task_params["size"], run.model.patch_size) for run in runs} == {("global_shapes", 16, 2)}
     task = create_task("global_shapes", **runs[0].task_params)
     images = torch.rand(2, 1, 16, 16)
-    for run in vision_shapes_suite().runs[:len(runs) // 3]:
+    for run in runs[:len(runs) // 3]:
         model = build_model(run, task)
         assert model(images).shape == (2, 2), run.mixer
