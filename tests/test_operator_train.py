@@ -196,3 +196,27 @@ def test_a_run_saved_under_the_key_that_held_its_evaluations_is_found(tmp_path, 
     again = train_operator(**TINY, checkpoint_dir=tmp_path)
     assert "read_back_from" in again and again["test_relative_l2"] == trained["test_relative_l2"]
     assert list(tmp_path.glob("operator-*.safetensors")) == [saved]     # moved to the current name
+
+
+def test_gradient_clipping_bounds_each_step_and_keeps_the_unclipped_runs_key(tmp_path, monkeypatch):
+    from tokenmix.bench import operator_train as module
+    plain = train_operator(**TINY, checkpoint_every=0)
+    assert plain["gradient_clip"] is None
+    # a norm above every gradient's changes nothing; a tiny one changes the trajectory
+    assert train_operator(**TINY, checkpoint_every=0, gradient_clip=1e9)["test_relative_l2"] == plain["test_relative_l2"]
+    norms = []
+    clip = torch.nn.utils.clip_grad_norm_
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda parameters, limit: norms.append(
+        float(clip(list(parameters), limit))) or None)
+    clipped = train_operator(**TINY, checkpoint_every=0, gradient_clip=1e-3)
+    assert clipped["gradient_clip"] == 1e-3 and clipped["test_relative_l2"] != plain["test_relative_l2"]
+    assert len(norms) == TINY["epochs"] * -(-TINY["num_train"] // TINY["batch_size"]) and min(norms) > 1e-3
+    keyed = []
+    real = module.operator_checkpoint_path
+    monkeypatch.setattr(module, "operator_checkpoint_path", lambda settings, folder=None: keyed.append(settings)
+                        or real(settings, folder))
+    train_operator(**TINY, checkpoint_dir=tmp_path)
+    train_operator(**TINY, checkpoint_dir=tmp_path, gradient_clip=1.0)
+    assert "gradient_clip" not in keyed[0] and keyed[2]["gradient_clip"] == 1.0   # [1], [3]: the legacy names
+    with pytest.raises(MixerInputError, match="gradient_clip"):
+        train_operator(**TINY, gradient_clip=0.0)

@@ -118,14 +118,15 @@ def train_operator(*, task: str = "burgers", mixer: str = "fno", resolution: int
                    checkpoint_dir: str | Path | None = None, progress_every: int | None = None,
                    label: str = "", pointwise_skip: bool = False,
                    task_options: dict[str, Any] | None = None,
-                   eval_solver_resolution: int | None = None) -> dict[str, Any]:
+                   eval_solver_resolution: int | None = None, gradient_clip: float | None = None) -> dict[str, Any]:
     """Train `mixer` in the operator backbone on `task` and return the errors and timings as a dict.
 
     `coordinates` (`"periodic"` or `"nodes"`) and `pointwise_skip` are `OperatorModel`'s; `coordinates` defaults
     to what the task declares. `schedule`: `"step"` (the paper's: ×`gamma` every `step_every` epochs) or
     `"onecycle"` (`OneCycleLR` stepped per batch, peak `max_lr`, default `lr`). Every `checkpoint_every` epochs (and
     at the end) the run is saved under a hash of its settings and of the data's version; with `resume` the same call
-    continues from there (a finished run returns its stored result). One line of progress goes to stderr every
+    continues from there (a finished run returns its stored result). `gradient_clip`: clip each batch's gradient to
+    that global L2 norm before the step (None: no clipping, the paper's protocol). One line of progress goes to stderr every
     `progress_every` epochs (default: about 20 lines per run; 0: none).
 
     `eval_resolutions` are evaluated zero-shot on the test split, or with `eval_solver_resolution` on a test set of
@@ -137,6 +138,8 @@ def train_operator(*, task: str = "burgers", mixer: str = "fno", resolution: int
         raise MixerInputError(f"operator_train: schedule must be one of {SCHEDULES}, got {schedule!r}")
     if normalize not in NORMALIZATIONS:
         raise MixerInputError(f"operator_train: normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
+    if gradient_clip is not None and not gradient_clip > 0:
+        raise MixerInputError(f"operator_train: gradient_clip must be a positive norm or None, got {gradient_clip!r}")
     start = time.perf_counter()
     data = create_task(task, resolution=resolution, solver_resolution=solver_resolution,
                        num_train_examples=num_train, num_test_examples=num_test, **(task_options or {}))
@@ -144,8 +147,11 @@ def train_operator(*, task: str = "burgers", mixer: str = "fno", resolution: int
     settings = {key: value for key, value in locals().items()
                 if key not in ("start", "data", "checkpoint_every", "resume", "checkpoint_dir", "progress_every",
                                "label", "eval_resolutions", "eval_solver_resolution")}
-    if not task_options:  # runs without task options keep the checkpoint keys they had before the option
+    # runs without task options or clipping keep the checkpoint keys they had before those options existed
+    if not task_options:
         settings.pop("task_options")
+    if gradient_clip is None:
+        settings.pop("gradient_clip")
     settings["data"] = data.cache_path.name  # the data's generator version and parameters: new data, new run
     folder = None if checkpoint_dir is None else Path(checkpoint_dir)
     path = operator_checkpoint_path(settings, folder)
@@ -220,6 +226,8 @@ def train_operator(*, task: str = "burgers", mixer: str = "fno", resolution: int
             loss = data.loss(model(inputs[batch]), targets[batch])
             optimizer.zero_grad()
             loss.backward()
+            if gradient_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), gradient_clip)
             optimizer.step()
             if schedule == "onecycle":
                 scheduler.step()
@@ -249,7 +257,7 @@ def train_operator(*, task: str = "burgers", mixer: str = "fno", resolution: int
         "data_seconds": round(data_seconds, 1), "train_seconds": round(train_seconds, 1),
         "seconds_per_epoch": round(train_seconds / max(epochs, 1), 3), "device": device,
         "threads": torch.get_num_threads(), "resumed_after_epoch": done, "data": settings["data"],
-        "pointwise_skip": pointwise_skip,
+        "pointwise_skip": pointwise_skip, "gradient_clip": gradient_clip,
     }
     if checkpoint_every:
         save_operator_checkpoint(path, model, optimizer, scheduler, epochs, history, result=result)
@@ -304,6 +312,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--schedule", choices=SCHEDULES, default="step",
                         help="step: ×0.5 every --step-every epochs (the paper's); onecycle: OneCycleLR per batch")
     parser.add_argument("--max-lr", type=float, help="the one-cycle schedule's peak learning rate (default: --lr)")
+    parser.add_argument("--gradient-clip", type=float,
+                        help="clip each batch's gradient to this global L2 norm (default: none, as the paper)")
     parser.add_argument("--checkpoint-every", type=int, default=5,
                         help="save a checkpoint every N epochs (0: never); re-running the command resumes from it")
     parser.add_argument("--fresh", action="store_true", help="start over even if a checkpoint of this run exists")
