@@ -203,6 +203,8 @@ def bench(
     out: Path = typer.Option(Path("results"), help="Folder of the report (Markdown, HTML, figures)."),
     device: str = typer.Option("auto", help="'auto' (CUDA when present), 'cpu', 'cuda', ..."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Show progress bars."),
+    plan: bool = typer.Option(False, "--plan", help="Do not train: time a few steps of each distinct run and print "
+                                                    "how long the runs left would take on this machine."),
 ) -> None:
     """Run a benchmark suite (skipping runs already finished), then print and write the report."""
     import dataclasses
@@ -219,6 +221,9 @@ def bench(
     runs = expand(chosen.runs, parse_numbers(lr, "--lr"), parse_numbers(seed, "--seed", int))
     console = _console()
     store = ResultsStore(db)
+    if plan:
+        _print_plan(suite, runs, store, console, device, chosen.speed if speed else None)
+        return
     start = time.perf_counter()
     run_suite(runs, store, progress=progress, console=console, device=device)
     speed_ids = None
@@ -232,6 +237,35 @@ def bench(
     _report(store, out, console)
     if speed_ids:
         _speed_report(store, out, console, speed_ids)
+
+
+def _print_plan(suite: str, runs: list, store, console, device: str, speed_settings) -> None:
+    """`bench --plan`: the suite's runs per task with their estimated time (`tokenmix.bench.plan`)."""
+    from rich.table import Table
+
+    from tokenmix.bench.plan import estimate, summarize_plan
+
+    console.print(f"suite {suite!r}: {len(runs)} runs; timing a few steps of each distinct run (lr and seed aside)")
+    estimates = estimate(runs, store, device=device,
+                         on_probe=lambda config: console.print(f"  probing {config.task} / {config.mixer}",
+                                                               highlight=False))
+    table = Table(title=f"suite {suite!r}: estimated time of the runs left, on this machine now")
+    for column in ("task", "runs", "left", "estimated hours", "slowest run"):
+        table.add_column(column, justify="left" if column in ("task", "slowest run") else "right")
+    rows = summarize_plan(estimates)
+    for row in rows:
+        mixer, seconds = row["slowest"]
+        table.add_row(row["task"], str(row["runs"]), str(row["left"]), f"{row['seconds'] / 3600:.2f}",
+                      f"{mixer} ({seconds / 60:.1f} min)" if mixer else "-")
+    total = sum(row["seconds"] for row in rows)
+    table.add_row("all", str(len(estimates)), str(sum(row["left"] for row in rows)), f"{total / 3600:.2f}", "")
+    console.print(table)
+    if speed_settings is not None:
+        points = len(speed_settings.mixers) * len(speed_settings.lengths)
+        console.print(f"plus the speed sweep: {points} points of at least {speed_settings.min_run_time:g} s each, "
+                      f"none longer than {speed_settings.max_seconds:g} s a call (not estimated)")
+    console.print("Runs that stop early at their target accuracy take less; a loaded machine gives a pessimistic "
+                  "plan. Nothing was trained.")
 
 
 @app.command()

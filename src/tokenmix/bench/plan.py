@@ -1,0 +1,124 @@
+"""How long a suite will take, before running it: each distinct run shape is built and timed for a few steps.
+
+`tokenmix bench --suite NAME --plan` prints this instead of training. Runs that differ only in learning rate or seed
+cost the same, so one probe serves them all: a probe builds the task (its data are generated and cached, as the run
+would) and the model, times `probe_steps` training steps (forward, backward, clipping, AdamW) after one untimed
+step, and one evaluation batch; a run's estimate is `steps × step time + evaluations × test batches × batch time`.
+Early stopping (`target_accuracy`) can only shorten a run, so the estimate is an upper bound there. The probe runs
+on the machine it will run on, under its present load: a busy machine gives a pessimistic plan.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+
+from tokenmix.bench.config import RunConfig
+from tokenmix.bench.environment import resolve_device
+from tokenmix.bench.store import ResultsStore
+from tokenmix.bench.train import build_model, evaluate, make_optimizer
+from tokenmix.tasks import Split, create_task
+
+PROBE_STEPS = 3
+
+
+@dataclass(frozen=True)
+class RunEstimate:
+    """One run's predicted cost; `done` runs are finished in the store and cost nothing."""
+
+    config: RunConfig
+    seconds: float
+    done: bool = False
+
+
+def shape_key(config: RunConfig) -> tuple:
+    """What a run's cost depends on: everything but the learning rate, the seed and the early-stopping target."""
+    training = config.training
+    return (config.task, repr(sorted(config.task_params.items())), config.mixer,
+            repr(sorted(config.mixer_options.items())), config.model, training.batch_size, training.eval_batch_size)
+
+
+def _median_seconds(function: Callable[[], None], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def probe(config: RunConfig, *, device: str = "auto", probe_steps: int = PROBE_STEPS) -> tuple[float, float, int]:
+    """`(seconds per training step, seconds per evaluation, test examples)` of `config` on this machine."""
+    task = create_task(config.task, **config.task_params)
+    torch_device = resolve_device(device)
+    torch.manual_seed(config.training.seed)
+    model = build_model(config, task).to(torch_device)
+    optimizer = make_optimizer(model, config.training)
+    train_split, test_split = task.split("train"), task.split("test")
+    batch = torch.arange(min(config.training.batch_size, len(train_split)))
+    inputs, targets = train_split.inputs[batch].to(torch_device), train_split.targets[batch].to(torch_device)
+
+    def step() -> None:
+        loss = task.loss(model(inputs), targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.training.gradient_clip)
+        optimizer.step()
+
+    step()  # the first step allocates and warms caches: not timed
+    step_seconds = _median_seconds(step, probe_steps)
+    eval_size = min(config.training.eval_batch_size, len(test_split))
+    head = Split(test_split.inputs[:eval_size], test_split.targets[:eval_size], test_split.groups[:eval_size])
+    batch_seconds = _median_seconds(lambda: evaluate(model, task, head, eval_size, torch_device), 1)
+    evaluation_seconds = batch_seconds * -(-len(test_split) // eval_size)
+    return step_seconds, evaluation_seconds, len(test_split)
+
+
+def evaluations(config: RunConfig) -> int:
+    """How many times a run evaluates the test split (at every `eval_every` steps and after the last)."""
+    training = config.training
+    if not training.eval_every:  # once an epoch: the probe does not know the epoch's length without the data
+        train_examples = config.task_params.get("num_train_examples")
+        if not isinstance(train_examples, int):
+            return 1
+        return max(1, training.steps // max(1, train_examples // training.batch_size))
+    return training.steps // training.eval_every + (training.steps % training.eval_every != 0)
+
+
+def estimate(configs: Iterable[RunConfig], store: ResultsStore | None = None, *, device: str = "auto",
+             probe_steps: int = PROBE_STEPS, on_probe: Callable[[RunConfig], None] | None = None,
+             ) -> list[RunEstimate]:
+    """The predicted cost of every run in `configs`, probing each distinct shape once (see the module)."""
+    probes: dict[tuple, tuple[float, float, int]] = {}
+    estimates = []
+    for config in configs:
+        if store is not None and store.is_finished(config.as_dict()):
+            estimates.append(RunEstimate(config, 0.0, done=True))
+            continue
+        key = shape_key(config)
+        if key not in probes:
+            if on_probe is not None:
+                on_probe(config)
+            probes[key] = probe(config, device=device, probe_steps=probe_steps)
+        step_seconds, evaluation_seconds, _ = probes[key]
+        seconds = config.training.steps * step_seconds + evaluations(config) * evaluation_seconds
+        estimates.append(RunEstimate(config, seconds))
+    return estimates
+
+
+def summarize_plan(estimates: list[RunEstimate]) -> list[dict]:
+    """Rows per task: runs, runs left, and the estimated seconds of those left (largest first)."""
+    rows: dict[str, dict] = {}
+    for item in estimates:
+        row = rows.setdefault(item.config.task, {"task": item.config.task, "runs": 0, "left": 0, "seconds": 0.0,
+                                                 "slowest": ("", 0.0)})
+        row["runs"] += 1
+        if not item.done:
+            row["left"] += 1
+            row["seconds"] += item.seconds
+            if item.seconds > row["slowest"][1]:
+                row["slowest"] = (item.config.mixer, item.seconds)
+    return sorted(rows.values(), key=lambda row: -row["seconds"])
