@@ -30,11 +30,11 @@ def cache(tmp_path, monkeypatch):
 
 
 def test_evaluations_count_every_interval_and_the_last_step():
-    assert plan.evaluations(tiny(steps=4, eval_every=2)) == 2
-    assert plan.evaluations(tiny(steps=5, eval_every=2)) == 3      # steps 2, 4 and the last
-    assert plan.evaluations(tiny(steps=1000, eval_every=200)) == 5
-    per_epoch = tiny(steps=12, eval_every=0)                        # 32 examples / batch 8: 4 steps an epoch
-    assert plan.evaluations(per_epoch) == 3
+    assert plan.evaluations(tiny(steps=4, eval_every=2), 32) == 2
+    assert plan.evaluations(tiny(steps=5, eval_every=2), 32) == 3      # steps 2, 4 and the last
+    assert plan.evaluations(tiny(steps=1000, eval_every=200), 32) == 5
+    per_epoch = tiny(steps=13, eval_every=0)                            # 35 examples / batch 8: 4 steps an epoch
+    assert plan.evaluations(per_epoch, 35) == 4                         # steps 4, 8, 12 and the last
 
 
 def test_one_probe_per_shape_and_the_estimate_is_steps_times_the_step(cache, monkeypatch):
@@ -61,8 +61,8 @@ def test_finished_runs_cost_nothing_and_are_not_probed(cache, monkeypatch):
 
 
 def test_a_real_probe_times_training_steps_and_an_evaluation(cache):
-    step_seconds, evaluation_seconds, test_examples = plan.probe(tiny(), probe_steps=2)
-    assert 0 < step_seconds < 10 and 0 < evaluation_seconds < 10 and test_examples == 10
+    step_seconds, evaluation_seconds, train_examples = plan.probe(tiny(), probe_steps=2)
+    assert 0 < step_seconds < 10 and 0 < evaluation_seconds < 10 and train_examples == 32
 
 
 def test_bench_plan_prints_the_estimate_and_trains_nothing(cache, monkeypatch):

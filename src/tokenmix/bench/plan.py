@@ -51,7 +51,7 @@ def _median_seconds(function: Callable[[], None], repeats: int) -> float:
 
 
 def probe(config: RunConfig, *, device: str = "auto", probe_steps: int = PROBE_STEPS) -> tuple[float, float, int]:
-    """`(seconds per training step, seconds per evaluation, test examples)` of `config` on this machine."""
+    """`(seconds per training step, seconds per evaluation, training examples)` of `config` on this machine."""
     task = create_task(config.task, **config.task_params)
     torch_device = resolve_device(device)
     torch.manual_seed(config.training.seed)
@@ -74,18 +74,15 @@ def probe(config: RunConfig, *, device: str = "auto", probe_steps: int = PROBE_S
     head = Split(test_split.inputs[:eval_size], test_split.targets[:eval_size], test_split.groups[:eval_size])
     batch_seconds = _median_seconds(lambda: evaluate(model, task, head, eval_size, torch_device), 1)
     evaluation_seconds = batch_seconds * -(-len(test_split) // eval_size)
-    return step_seconds, evaluation_seconds, len(test_split)
+    return step_seconds, evaluation_seconds, len(train_split)
 
 
-def evaluations(config: RunConfig) -> int:
-    """How many times a run evaluates the test split (at every `eval_every` steps and after the last)."""
+def evaluations(config: RunConfig, train_examples: int) -> int:
+    """How many times a run evaluates the test split: every `eval_every` steps (0: at the end of every epoch of
+    `train_examples`, the last partial batch dropped) and after the last step."""
     training = config.training
-    if not training.eval_every:  # once an epoch: the probe does not know the epoch's length without the data
-        train_examples = config.task_params.get("num_train_examples")
-        if not isinstance(train_examples, int):
-            return 1
-        return max(1, training.steps // max(1, train_examples // training.batch_size))
-    return training.steps // training.eval_every + (training.steps % training.eval_every != 0)
+    interval = training.eval_every or max(1, train_examples // training.batch_size)
+    return training.steps // interval + (training.steps % interval != 0)
 
 
 def estimate(configs: Iterable[RunConfig], store: ResultsStore | None = None, *, device: str = "auto",
@@ -103,8 +100,8 @@ def estimate(configs: Iterable[RunConfig], store: ResultsStore | None = None, *,
             if on_probe is not None:
                 on_probe(config)
             probes[key] = probe(config, device=device, probe_steps=probe_steps)
-        step_seconds, evaluation_seconds, _ = probes[key]
-        seconds = config.training.steps * step_seconds + evaluations(config) * evaluation_seconds
+        step_seconds, evaluation_seconds, train_examples = probes[key]
+        seconds = config.training.steps * step_seconds + evaluations(config, train_examples) * evaluation_seconds
         estimates.append(RunEstimate(config, seconds))
     return estimates
 
