@@ -47,6 +47,9 @@ def test_one_probe_per_shape_and_the_estimate_is_steps_times_the_step(cache, mon
     assert [item.seconds for item in estimates] == [10 * 0.5 + 2 * 2.0] * 8
     (row,) = plan.summarize_plan(estimates)
     assert row["runs"] == row["left"] == 8 and row["seconds"] == pytest.approx(72.0)
+    by_mixer = plan.summarize_plan(estimates, "mixer")
+    assert [(row["mixer"], row["runs"], row["slowest"]) for row in by_mixer] == [
+        ("attention", 4, ("mqar", 9.0)), ("linear_attention", 4, ("mqar", 9.0))]
 
 
 def test_finished_runs_cost_nothing_and_are_not_probed(cache, monkeypatch):
@@ -73,4 +76,5 @@ def test_bench_plan_prints_the_estimate_and_trains_nothing(cache, monkeypatch):
     assert result.exit_code == 0, result.output
     assert "probing mqar / attention" in result.output and "probing mqar / linear_attention" in result.output
     assert "estimated hours" in result.output and "Nothing was trained" in result.output
+    assert "by task" in result.output and "by mixer" in result.output
     assert ResultsStore(database).rows() == []

@@ -249,17 +249,18 @@ def _print_plan(suite: str, runs: list, store, console, device: str, speed_setti
     estimates = estimate(runs, store, device=device,
                          on_probe=lambda config: console.print(f"  probing {config.task} / {config.mixer}",
                                                                highlight=False))
-    table = Table(title=f"suite {suite!r}: estimated time of the runs left, on this machine now")
-    for column in ("task", "runs", "left", "estimated hours", "slowest run"):
-        table.add_column(column, justify="left" if column in ("task", "slowest run") else "right")
     rows = summarize_plan(estimates)
-    for row in rows:
-        mixer, seconds = row["slowest"]
-        table.add_row(row["task"], str(row["runs"]), str(row["left"]), f"{row['seconds'] / 3600:.2f}",
-                      f"{mixer} ({seconds / 60:.1f} min)" if mixer else "-")
     total = sum(row["seconds"] for row in rows)
-    table.add_row("all", str(len(estimates)), str(sum(row["left"] for row in rows)), f"{total / 3600:.2f}", "")
-    console.print(table)
+    for by in ("task", "mixer"):
+        table = Table(title=f"the runs left, by {by}")
+        for column in (by, "runs", "left", "estimated hours", "slowest run left"):
+            table.add_column(column, justify="left" if column in (by, "slowest run left") else "right")
+        for row in summarize_plan(estimates, by):
+            name, seconds = row["slowest"]
+            table.add_row(row[by], str(row["runs"]), str(row["left"]), f"{row['seconds'] / 3600:.2f}",
+                          f"{name} ({seconds / 60:.1f} min)" if name else "-")
+        table.add_row("all", str(len(estimates)), str(sum(row["left"] for row in rows)), f"{total / 3600:.2f}", "")
+        console.print(table)
     if speed_settings is not None:
         points = len(speed_settings.mixers) * len(speed_settings.lengths)
         console.print(f"plus the speed sweep: {points} points of at least {speed_settings.min_run_time:g} s each, "

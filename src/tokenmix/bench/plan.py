@@ -106,16 +106,18 @@ def estimate(configs: Iterable[RunConfig], store: ResultsStore | None = None, *,
     return estimates
 
 
-def summarize_plan(estimates: list[RunEstimate]) -> list[dict]:
-    """Rows per task: runs, runs left, and the estimated seconds of those left (largest first)."""
+def summarize_plan(estimates: list[RunEstimate], by: str = "task") -> list[dict]:
+    """Rows per task (`by="task"`) or per mixer (`by="mixer"`): runs, runs left, the estimated seconds of those left
+    and the slowest run left (largest first)."""
     rows: dict[str, dict] = {}
     for item in estimates:
-        row = rows.setdefault(item.config.task, {"task": item.config.task, "runs": 0, "left": 0, "seconds": 0.0,
-                                                 "slowest": ("", 0.0)})
+        name = getattr(item.config, by)
+        other = item.config.mixer if by == "task" else item.config.task
+        row = rows.setdefault(name, {by: name, "runs": 0, "left": 0, "seconds": 0.0, "slowest": ("", 0.0)})
         row["runs"] += 1
         if not item.done:
             row["left"] += 1
             row["seconds"] += item.seconds
             if item.seconds > row["slowest"][1]:
-                row["slowest"] = (item.config.mixer, item.seconds)
+                row["slowest"] = (other, item.seconds)
     return sorted(rows.values(), key=lambda row: -row["seconds"])
