@@ -82,11 +82,17 @@ def test_cli_preset_with_overrides(capsys):
     assert json.loads(capsys.readouterr().out)["normalize"] is False
 
 
-def test_the_fast_burgers_preset_trains_coarser_than_it_is_evaluated(capsys):
-    fast, paper = PRESETS["burgers-fast"], PRESETS["burgers-paper"]
+@pytest.mark.parametrize("preset", ["burgers-fast", "burgers-coarse"])
+def test_the_coarse_burgers_presets_train_the_papers_model_coarser_than_they_evaluate(preset):
+    fast, paper = PRESETS[preset], PRESETS["burgers-paper"]
     assert fast["resolution"] < min(fast["eval_resolutions"]) and max(fast["eval_resolutions"]) == 1024
     assert {key: fast[key] for key in ("width", "depth", "modes", "batch_size", "num_train")} == {
         key: paper[key] for key in ("width", "depth", "modes", "batch_size", "num_train")}  # the paper's model
+    if preset == "burgers-coarse":  # and the paper's schedule
+        assert (fast["epochs"], fast["step_every"]) == (paper["epochs"], paper["step_every"])
+
+
+def test_the_fast_burgers_preset_trains_coarser_than_it_is_evaluated(capsys):
     main(["--preset", "burgers-fast", "--resolution", "16", "--solver-resolution", "64", "--num-train", "4",
           "--num-test", "2", "--width", "4", "--depth", "1", "--modes", "2", "--epochs", "1",
           "--eval-resolutions", "32", "64"])
