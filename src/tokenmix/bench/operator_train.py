@@ -52,17 +52,17 @@ from tokenmix.tasks.burgers import relative_l2
 PRESETS: dict[str, dict[str, Any]] = {
     "burgers-paper": dict(task="burgers", resolution=1024, solver_resolution=8192, num_train=1000, num_test=100,
                           width=64, depth=4, modes=16, epochs=500, step_every=50, batch_size=20, normalize=False),
-    # The paper's model and schedule compressed 2× (×0.5 every 25 of 250 epochs), trained at s = 256 on data solved at
-    # 1024 and evaluated at 1024 without retraining: about 1/6 of burgers-paper's compute. Seed 0 matched the full
-    # protocol's error at 1024 (0.000308 against 0.000306); seeds spread it 3× (docs/quality.md, "Training at a
-    # coarser grid").
     # The paper's model and schedule unchanged, trained at s = 256 on data solved at 1024 and evaluated at 1024 without
     # retraining: 1/3 of burgers-paper's compute (an epoch at 256 costs 1/3.1 of one at 1024). Over seeds 0-2 its
     # error at 1024 averaged 0.000374 against the full protocol's 0.000387 (docs/quality.md, "Training at a coarser
-    # grid"): the issue's faster recipe, by a margin inside the spread over seeds.
+    # grid"): the same error at a third of the compute (3% lower on the mean, far inside the spread over seeds).
     "burgers-coarse": dict(task="burgers", resolution=256, solver_resolution=1024, num_train=1000, num_test=100,
                            width=64, depth=4, modes=16, epochs=500, step_every=50, batch_size=20, normalize=False,
                            eval_resolutions=(512, 1024)),
+    # The paper's model and schedule compressed 2× (×0.5 every 25 of 250 epochs), trained at s = 256 on data solved at
+    # 1024 and evaluated at 1024 without retraining: about 1/6 of burgers-paper's compute. Seed 0 matched the full
+    # protocol's error at 1024 (0.000308 against 0.000306); seeds spread it 3× (mean over seeds 0-2: 0.000581, 1.5× the
+    # full protocol's; docs/quality.md, "Training at a coarser grid").
     "burgers-fast": dict(task="burgers", resolution=256, solver_resolution=1024, num_train=1000, num_test=100,
                          width=64, depth=4, modes=16, epochs=250, step_every=25, batch_size=20, normalize=False,
                          eval_resolutions=(512, 1024)),
@@ -136,8 +136,8 @@ def train_operator(*, task: str = "burgers", mixer: str = "fno", resolution: int
     `"onecycle"` (`OneCycleLR` stepped per batch, peak `max_lr`, default `lr`). Every `checkpoint_every` epochs (and
     at the end) the run is saved under a hash of its settings and of the data's version; with `resume` the same call
     continues from there (a finished run returns its stored result). `gradient_clip`: clip each batch's gradient to
-    that global L2 norm before the step (None: no clipping, the paper's protocol). One line of progress goes to stderr every
-    `progress_every` epochs (default: about 20 lines per run; 0: none).
+    that global L2 norm before the step (None: no clipping, the paper's protocol). One line of progress goes to
+    stderr every `progress_every` epochs (default: about 20 lines per run; 0: none).
 
     `eval_resolutions` are evaluated zero-shot on the test split, or with `eval_solver_resolution` on a test set of
     `num_test` new draws solved at that resolution (to evaluate above the training data's grid, e.g. Burgers at
