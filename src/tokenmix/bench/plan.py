@@ -4,8 +4,8 @@
 cost the same, so one probe serves them all: a probe builds the task (its data are generated and cached, as the run
 would) and the model, times `probe_steps` training steps (forward, backward, clipping, AdamW) after one untimed
 step, and one evaluation batch; a run's estimate is `steps × step time + evaluations × test batches × batch time`.
-Not counted: generating the data the first time, checkpoints, and a run's first slow steps; against the quick
-suite's measured run times the estimate came out ~1.4× short (docs/quality.md). Early stopping (`target_accuracy`)
+Not counted: generating the data the first time and checkpoints; on the idle development machine the quick
+suite's runs took 4% longer than its plan (docs/quality.md). Early stopping (`target_accuracy`)
 can only shorten a run. The probe runs on the machine the suite will run on, under its present load: a busy
 machine gives a pessimistic plan.
 """
