@@ -92,7 +92,7 @@ def test_the_coarse_burgers_presets_train_the_papers_model_coarser_than_they_eva
         assert (fast["epochs"], fast["step_every"]) == (paper["epochs"], paper["step_every"])
 
 
-def test_the_fast_burgers_preset_trains_coarser_than_it_is_evaluated(capsys):
+def test_the_fast_burgers_preset_runs_from_the_command_line_with_overrides(capsys):
     main(["--preset", "burgers-fast", "--resolution", "16", "--solver-resolution", "64", "--num-train", "4",
           "--num-test", "2", "--width", "4", "--depth", "1", "--modes", "2", "--epochs", "1",
           "--eval-resolutions", "32", "64"])

@@ -249,8 +249,8 @@ def _print_plan(suite: str, runs: list, store, console, device: str, speed_setti
     estimates = estimate(runs, store, device=device,
                          on_probe=lambda config: console.print(f"  probing {config.task} / {config.mixer}",
                                                                highlight=False))
-    rows = summarize_plan(estimates)
-    total = sum(row["seconds"] for row in rows)
+    total = sum(item.seconds for item in estimates)
+    left = sum(not item.done for item in estimates)
     for by in ("task", "mixer"):
         table = Table(title=f"the runs left, by {by}")
         for column in (by, "runs", "left", "estimated hours", "slowest run left"):
@@ -259,7 +259,7 @@ def _print_plan(suite: str, runs: list, store, console, device: str, speed_setti
             name, seconds = row["slowest"]
             table.add_row(row[by], str(row["runs"]), str(row["left"]), f"{row['seconds'] / 3600:.2f}",
                           f"{name} ({seconds / 60:.1f} min)" if name else "-")
-        table.add_row("all", str(len(estimates)), str(sum(row["left"] for row in rows)), f"{total / 3600:.2f}", "")
+        table.add_row("all", str(len(estimates)), str(left), f"{total / 3600:.2f}", "")
         console.print(table)
     if speed_settings is not None:
         points = len(speed_settings.mixers) * len(speed_settings.lengths)

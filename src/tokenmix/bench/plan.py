@@ -12,6 +12,7 @@ machine gives a pessimistic plan.
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ import torch
 from tokenmix.bench.config import RunConfig
 from tokenmix.bench.environment import resolve_device
 from tokenmix.bench.store import ResultsStore
-from tokenmix.bench.train import build_model, evaluate, make_optimizer
+from tokenmix.bench.train import build_model, evaluate, make_optimizer, resolve_precision
 from tokenmix.tasks import Split, create_task
 
 PROBE_STEPS = 3
@@ -40,16 +41,22 @@ def shape_key(config: RunConfig) -> tuple:
     """What a run's cost depends on: everything but the learning rate, the seed and the early-stopping target."""
     training = config.training
     return (config.task, repr(sorted(config.task_params.items())), config.mixer,
-            repr(sorted(config.mixer_options.items())), config.model, training.batch_size, training.eval_batch_size)
+            repr(sorted(config.mixer_options.items())), config.model, training.batch_size, training.eval_batch_size,
+            training.precision)
 
 
-def _median_seconds(function: Callable[[], None], repeats: int) -> float:
+def _median_seconds(function: Callable[[], None], repeats: int, device: torch.device) -> float:
+    """Each call timed alone (a training step changes the model, so no autorange); CUDA synchronized around it."""
     times = []
     for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         start = time.perf_counter()
         function()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+    return statistics.median(times)
 
 
 def probe(config: RunConfig, *, device: str = "auto", probe_steps: int = PROBE_STEPS) -> tuple[float, float, int]:
@@ -63,18 +70,22 @@ def probe(config: RunConfig, *, device: str = "auto", probe_steps: int = PROBE_S
     batch = torch.arange(min(config.training.batch_size, len(train_split)))
     inputs, targets = train_split.inputs[batch].to(torch_device), train_split.targets[batch].to(torch_device)
 
-    def step() -> None:
-        loss = task.loss(model(inputs), targets)
+    precision = resolve_precision(config.training.precision, torch_device)
+
+    def step() -> None:  # as `train._fit` takes one
+        with torch.autocast(torch_device.type, dtype=precision, enabled=precision != torch.float32):
+            logits = model(inputs)
+        loss = task.loss(logits, targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.training.gradient_clip)
         optimizer.step()
 
     step()  # the first step allocates and warms caches: not timed
-    step_seconds = _median_seconds(step, probe_steps)
+    step_seconds = _median_seconds(step, probe_steps, torch_device)
     eval_size = min(config.training.eval_batch_size, len(test_split))
     head = Split(test_split.inputs[:eval_size], test_split.targets[:eval_size], test_split.groups[:eval_size])
-    batch_seconds = _median_seconds(lambda: evaluate(model, task, head, eval_size, torch_device), 1)
+    batch_seconds = _median_seconds(lambda: evaluate(model, task, head, eval_size, torch_device), 1, torch_device)
     evaluation_seconds = batch_seconds * -(-len(test_split) // eval_size)
     return step_seconds, evaluation_seconds, len(train_split)
 
